@@ -43,6 +43,7 @@ ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="todo-service" \
       org.opencontainers.image.description="Todo service: REST and NATS edges over an actor system backed by PostgreSQL" \
       org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
