@@ -1,6 +1,6 @@
 # Least-privilege security groups for one environment. Traffic allowed, and nothing else:
 #
-#   clients ──443──► alb ──8080 (API), 9000 (health /readyz)──► pods ──5432──► rds
+#   clients ──443 (80: redirect only)──► alb ──8080 (API), 9000 (health /readyz)──► pods ──5432──► rds
 #   cluster (EKS control plane ENIs) ◄──443── nodes;  cluster ──443/10250/webhooks──► nodes
 #   nodes ◄──►nodes (pod-to-pod and node-to-node, required by the VPC CNI and CoreDNS)
 #
@@ -95,6 +95,18 @@ resource "aws_vpc_security_group_ingress_rule" "alb_https" {
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_http_redirect" {
+  #checkov:skip=CKV_AWS_260:Port 80 only serves the ALB's redirect to HTTPS (Ingress ssl-redirect); no request reaches the pods over plain HTTP.
+  for_each = var.alb_http_redirect ? toset(var.alb_ingress_cidrs) : toset([])
+
+  security_group_id = aws_security_group.alb.id
+  description       = "HTTP from clients (${each.value}), answered with a redirect to HTTPS"
+  ip_protocol       = "tcp"
+  from_port         = 80
+  to_port           = 80
   cidr_ipv4         = each.value
 }
 

@@ -19,6 +19,12 @@ variable "alb_ingress_cidrs" {
   default     = ["0.0.0.0/0"]
 }
 
+variable "alb_http_redirect" {
+  type        = bool
+  description = "Also open port 80 on the ALB, whose listener only answers with a redirect to HTTPS (Ingress alb.ingress.kubernetes.io/ssl-redirect)."
+  default     = true
+}
+
 variable "api_port" {
   type        = number
   description = "Container port of the todo API (HTTP_ADDR)."
