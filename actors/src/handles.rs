@@ -1,0 +1,231 @@
+//! `ActorHandles`: the one place the edges and the actors find each other.
+//!
+//! It holds a slot per supervised actor (filled and emptied by the supervisor), the
+//! routing of owners to query shards, the table of actor lifecycle facts, the metrics
+//! sink, and the supervisor's health flags. Built once in `app.rs` and shared by `Arc`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::Owner;
+use crate::metrics::{MetricsMessage, MetricsSink};
+use crate::shard::ShardMessage;
+use crate::slot::ActorSlot;
+use crate::writer::WriterMessage;
+
+/// Registry name of the writer actor.
+pub const WRITER: &str = "writer";
+/// Registry name of the metrics actor.
+pub const METRICS: &str = "metrics";
+
+/// Name of query shard `index`.
+pub fn shard_name(index: usize) -> String {
+    format!("shard-{index}")
+}
+
+/// A supervised actor's state as `/admin/actors` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorStatus {
+    /// Running and taking messages.
+    Running,
+    /// Failed or killed; a restart is scheduled.
+    Restarting,
+    /// Stopped on purpose (shutdown) or given up on (restart intensity exceeded).
+    Stopped,
+}
+
+/// One row of the supervision table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorInfo {
+    /// Actor name (`writer`, `shard-0`, `metrics`).
+    pub name: String,
+    /// Current status.
+    pub status: ActorStatus,
+    /// Restarts since the process started.
+    pub restarts: u64,
+    /// Messages waiting in its mailbox.
+    pub mailbox_depth: i64,
+    /// The reason of the last failure, if any.
+    pub last_failure: Option<String>,
+    /// When the status last changed.
+    pub since: DateTime<Utc>,
+    /// Restarts already turned into the Prometheus counter (kept here, not in the
+    /// metrics actor, so a restarted metrics actor does not count them twice).
+    #[serde(skip)]
+    pub restarts_reported: u64,
+}
+
+/// Liveness and shutdown flags shared by the supervisor and the admin port.
+#[derive(Debug, Default)]
+pub struct Health {
+    melted: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    /// True until restart intensity was exceeded.
+    pub fn is_live(&self) -> bool {
+        !self.melted.load(Ordering::SeqCst)
+    }
+
+    /// Marks the process as no longer live (restart intensity exceeded).
+    pub fn melt(&self) {
+        self.melted.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began: the supervisor restarts nothing any more.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Begins shutdown.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Slots of every supervised actor plus what they share.
+pub struct ActorHandles {
+    /// The writer.
+    pub writer: ActorSlot<WriterMessage>,
+    /// The query shards, indexed by [`ActorHandles::shard_index`].
+    pub shards: Vec<ActorSlot<ShardMessage>>,
+    /// The metrics actor.
+    pub metrics: ActorSlot<MetricsMessage>,
+    /// Where hot-path counters go directly (prometheus counters are atomics).
+    pub sink: Arc<dyn MetricsSink>,
+    /// Supervisor health.
+    pub health: Health,
+    table: Mutex<BTreeMap<String, ActorInfo>>,
+}
+
+impl ActorHandles {
+    /// Empty slots for a writer, `query_shards` shards and the metrics actor.
+    pub fn new(query_shards: usize, sink: Arc<dyn MetricsSink>) -> Self {
+        Self {
+            writer: ActorSlot::new(WRITER),
+            shards: (0..query_shards.max(1))
+                .map(|i| ActorSlot::new(shard_name(i)))
+                .collect(),
+            metrics: ActorSlot::new(METRICS),
+            sink,
+            health: Health::default(),
+            table: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The shard that owns `owner`'s todos (FNV-1a of the name: stable across replicas).
+    pub fn shard_index(&self, owner: &Owner) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in owner.as_ref().bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        // The modulo is below `shards.len()`, so the cast back cannot truncate.
+        (hash % self.shards.len() as u64) as usize
+    }
+
+    /// The shard slot for `owner`.
+    pub fn shard_for(&self, owner: &Owner) -> &ActorSlot<ShardMessage> {
+        &self.shards[self.shard_index(owner)]
+    }
+
+    /// Mailbox depth of the actor called `name`.
+    pub fn mailbox_depth(&self, name: &str) -> i64 {
+        if name == WRITER {
+            return self.writer.depth();
+        }
+        if name == METRICS {
+            return self.metrics.depth();
+        }
+        self.shards
+            .iter()
+            .find(|s| s.name() == name)
+            .map_or(0, ActorSlot::depth)
+    }
+
+    /// Records a lifecycle fact for `name`.
+    pub fn record(&self, name: &str, status: ActorStatus, failure: Option<String>) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Utc::now();
+        let entry = table.entry(name.to_owned()).or_insert_with(|| ActorInfo {
+            name: name.to_owned(),
+            status,
+            restarts: 0,
+            mailbox_depth: 0,
+            last_failure: None,
+            since: now,
+            restarts_reported: 0,
+        });
+        if entry.status == ActorStatus::Restarting && status == ActorStatus::Running {
+            entry.restarts += 1;
+        }
+        if entry.status != status {
+            entry.since = now;
+        }
+        entry.status = status;
+        if failure.is_some() {
+            entry.last_failure = failure;
+        }
+    }
+
+    /// The supervision table with current mailbox depths.
+    pub fn snapshot(&self) -> Vec<ActorInfo> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .values()
+            .map(|info| ActorInfo {
+                mailbox_depth: self.mailbox_depth(&info.name),
+                ..info.clone()
+            })
+            .collect()
+    }
+
+    /// Restarts not yet reported to Prometheus, per actor; marks them reported.
+    pub fn take_unreported_restarts(&self) -> Vec<(String, u64)> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .values_mut()
+            .filter(|i| i.restarts > i.restarts_reported)
+            .map(|i| {
+                let delta = i.restarts - i.restarts_reported;
+                i.restarts_reported = i.restarts;
+                (i.name.clone(), delta)
+            })
+            .collect()
+    }
+
+    /// Kills the actor called `name` (chaos testing). False when no such actor runs.
+    pub fn chaos_kill(&self, name: &str) -> bool {
+        let cell = if name == WRITER {
+            self.writer.get().map(|a| a.get_cell())
+        } else if name == METRICS {
+            self.metrics.get().map(|a| a.get_cell())
+        } else {
+            self.shards
+                .iter()
+                .find(|s| s.name() == name)
+                .and_then(|s| s.get().map(|a| a.get_cell()))
+        };
+        cell.map(|c| c.kill()).is_some()
+    }
+
+    /// Makes the actor called `name` panic inside a handler (chaos testing).
+    pub fn chaos_panic(&self, name: &str) -> bool {
+        if name == WRITER {
+            return self.writer.cast(WriterMessage::Panic);
+        }
+        if name == METRICS {
+            return self.metrics.cast(MetricsMessage::Panic);
+        }
+        self.shards
+            .iter()
+            .find(|s| s.name() == name)
+            .is_some_and(|s| s.cast(ShardMessage::Panic))
+    }
+}

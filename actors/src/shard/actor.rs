@@ -1,0 +1,387 @@
+//! `Shard`: cache, batched point reads, coalesced lists.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::messages::{ReadOutcome, ShardMessage};
+use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteEffect};
+use crate::handles::ActorHandles;
+use crate::metrics::ReadSource;
+use crate::slot::took_message;
+use crate::store::{ReadConn, StoreError, TodoStore};
+
+/// After a failed connect, further connects wait this long.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+type GetReply = RpcReplyPort<Result<ReadOutcome, DomainError>>;
+type ListReply = RpcReplyPort<Result<Vec<Todo>, DomainError>>;
+
+/// A query shard; generic over the store so tests can use an in-memory one.
+pub struct Shard<S: TodoStore> {
+    store: S,
+}
+
+impl<S: TodoStore> Shard<S> {
+    /// A shard over `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+}
+
+/// What the supervisor passes at (re)start.
+pub struct ShardArgs {
+    /// Which shard this is.
+    pub index: usize,
+    /// Most todos cached (`CACHE_CAPACITY`).
+    pub cache_capacity: usize,
+    /// Upper bound on one connect or query.
+    pub db_timeout: Duration,
+    /// Shared handles (metrics sink, own mailbox counter).
+    pub handles: Arc<ActorHandles>,
+}
+
+struct InFlightList {
+    waiters: Vec<ListReply>,
+}
+
+/// A shard's mutable state.
+pub struct ShardState<R> {
+    name: String,
+    reader: Option<Arc<R>>,
+    last_connect_failure: Option<Instant>,
+    cache: LruCache<TodoId, Todo>,
+    misses: Vec<(Owner, TodoId, GetReply)>,
+    flush_scheduled: bool,
+    /// Bumped on every applied change; a miss query started before a change must not
+    /// put what it read over that change.
+    seq: u64,
+    /// Ids changed while miss queries were in flight, with the `seq` of the change.
+    changed_at: HashMap<TodoId, u64>,
+    loads_in_flight: usize,
+    lists: HashMap<u64, InFlightList>,
+    /// In-flight lists a new identical request may join (none started before a change
+    /// of that owner: joining those could miss the caller's own write).
+    joinable: HashMap<ListQuery, u64>,
+    next_token: u64,
+    db_timeout: Duration,
+    handles: Arc<ActorHandles>,
+    depth: Arc<AtomicI64>,
+}
+
+impl<S: TodoStore> Actor for Shard<S> {
+    type Msg = ShardMessage;
+    type State = ShardState<S::Reader>;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ShardArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let capacity = NonZeroUsize::new(args.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let slot = &args.handles.shards[args.index];
+        Ok(ShardState {
+            name: slot.name().to_owned(),
+            depth: slot.depth_counter(),
+            reader: None,
+            last_connect_failure: None,
+            cache: LruCache::new(capacity),
+            misses: Vec::new(),
+            flush_scheduled: false,
+            seq: 0,
+            changed_at: HashMap::new(),
+            loads_in_flight: 0,
+            lists: HashMap::new(),
+            joinable: HashMap::new(),
+            next_token: 0,
+            db_timeout: args.db_timeout,
+            handles: args.handles,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = self.ensure_reader(state).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let started = Instant::now();
+        match message {
+            ShardMessage::Get { owner, id, reply } => {
+                took_message(&state.depth);
+                self.get(&myself, state, owner, id, reply).await;
+            }
+            ShardMessage::List { query, reply } => {
+                took_message(&state.depth);
+                self.list(&myself, state, query, reply).await;
+            }
+            ShardMessage::Apply(effects) => {
+                took_message(&state.depth);
+                apply(state, effects);
+            }
+            ShardMessage::Flush => {
+                state.flush_scheduled = false;
+                self.flush_misses(&myself, state).await;
+            }
+            ShardMessage::Filled { seq, todos } => fill(state, seq, todos),
+            ShardMessage::Listed { token, result } => {
+                state.joinable.retain(|_, t| *t != token);
+                if let Some(list) = state.lists.remove(&token) {
+                    let answer = result.map_err(|e| {
+                        state.handles.sink.db_error("query");
+                        tracing::warn!(error.message = %e, "list query failed");
+                        DomainError::Unavailable("the database is unreachable".into())
+                    });
+                    for waiter in list.waiters {
+                        let _ = waiter.send(answer.clone());
+                    }
+                }
+            }
+            ShardMessage::Panic => {
+                took_message(&state.depth);
+                panic!("chaos: panic requested in a query shard");
+            }
+        }
+        state
+            .handles
+            .sink
+            .message_handled(&state.name, started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl<S: TodoStore> Shard<S> {
+    /// A usable connection, reconnecting at most every [`RECONNECT_PAUSE`].
+    async fn ensure_reader(&self, state: &mut ShardState<S::Reader>) -> Option<Arc<S::Reader>> {
+        if let Some(r) = state.reader.as_ref().filter(|r| !r.is_closed()) {
+            return Some(Arc::clone(r));
+        }
+        state.reader = None;
+        if state
+            .last_connect_failure
+            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)
+        {
+            return None;
+        }
+        match tokio::time::timeout(state.db_timeout, self.store.connect_reader()).await {
+            Ok(Ok(reader)) => {
+                let reader = Arc::new(reader);
+                state.reader = Some(Arc::clone(&reader));
+                state.last_connect_failure = None;
+                Some(reader)
+            }
+            Ok(Err(e)) => {
+                state.last_connect_failure = Some(Instant::now());
+                state.handles.sink.db_error("connect");
+                tracing::warn!(shard = %state.name, error.message = %e, "shard cannot connect");
+                None
+            }
+            Err(_) => {
+                state.last_connect_failure = Some(Instant::now());
+                state.handles.sink.db_error("timeout");
+                None
+            }
+        }
+    }
+
+    async fn get(
+        &self,
+        myself: &ActorRef<ShardMessage>,
+        state: &mut ShardState<S::Reader>,
+        owner: Owner,
+        id: TodoId,
+        reply: GetReply,
+    ) {
+        let hit = state.cache.get(&id).filter(|t| t.owner == owner).cloned();
+        if let Some(todo) = hit {
+            let stale = self.ensure_reader(state).await.is_none();
+            state.handles.sink.query_reads(ReadSource::Cache, 1);
+            let _ = reply.send(Ok(ReadOutcome {
+                todo,
+                source: ReadSource::Cache,
+                stale,
+            }));
+            return;
+        }
+        state.misses.push((owner, id, reply));
+        if !state.flush_scheduled {
+            state.flush_scheduled = true;
+            if myself.cast(ShardMessage::Flush).is_err() {
+                self.flush_misses(myself, state).await;
+            }
+        }
+    }
+
+    /// Sends the collected misses as one query, answered from a spawned task.
+    async fn flush_misses(&self, myself: &ActorRef<ShardMessage>, state: &mut ShardState<S::Reader>) {
+        if state.misses.is_empty() {
+            return;
+        }
+        let misses = std::mem::take(&mut state.misses);
+        let Some(reader) = self.ensure_reader(state).await else {
+            for (_, _, reply) in misses {
+                let _ = reply.send(Err(DomainError::Unavailable(
+                    "the database is unreachable".into(),
+                )));
+            }
+            return;
+        };
+        let mut keys: Vec<(Owner, TodoId)> = misses.iter().map(|(o, i, _)| (o.clone(), *i)).collect();
+        keys.sort();
+        keys.dedup();
+        state.loads_in_flight += 1;
+        let seq = state.seq;
+        let sink = Arc::clone(&state.handles.sink);
+        let timeout = state.db_timeout;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            sink.query_batch(keys.len());
+            let result = match tokio::time::timeout(timeout, reader.get_todos(&keys)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable("query timed out".into())),
+            };
+            let todos = match result {
+                Ok(todos) => {
+                    sink.query_reads(ReadSource::Db, misses.len() as u64);
+                    let found: HashMap<TodoId, &Todo> = todos.iter().map(|t| (t.id, t)).collect();
+                    for (owner, id, reply) in misses {
+                        let answer = match found.get(&id).filter(|t| t.owner == owner) {
+                            Some(t) => Ok(ReadOutcome {
+                                todo: (*t).clone(),
+                                source: ReadSource::Db,
+                                stale: false,
+                            }),
+                            None => Err(DomainError::NotFound),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    todos
+                }
+                Err(e) => {
+                    sink.db_error("query");
+                    tracing::warn!(error.message = %e, "point read failed");
+                    for (_, _, reply) in misses {
+                        let _ = reply.send(Err(DomainError::Unavailable(
+                            "the database is unreachable".into(),
+                        )));
+                    }
+                    Vec::new()
+                }
+            };
+            let _ = myself.cast(ShardMessage::Filled { seq, todos });
+        });
+    }
+
+    async fn list(
+        &self,
+        myself: &ActorRef<ShardMessage>,
+        state: &mut ShardState<S::Reader>,
+        query: ListQuery,
+        reply: ListReply,
+    ) {
+        if let Some(token) = state.joinable.get(&query) {
+            if let Some(list) = state.lists.get_mut(token) {
+                list.waiters.push(reply);
+                return;
+            }
+        }
+        let Some(reader) = self.ensure_reader(state).await else {
+            let _ = reply.send(Err(DomainError::Unavailable(
+                "the database is unreachable".into(),
+            )));
+            return;
+        };
+        let token = state.next_token;
+        state.next_token += 1;
+        state.joinable.insert(query.clone(), token);
+        state.lists.insert(
+            token,
+            InFlightList {
+                waiters: vec![reply],
+            },
+        );
+        let timeout = state.db_timeout;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(timeout, reader.list_todos(&query)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable("query timed out".into())),
+            };
+            // If the shard died meanwhile, its waiters' ports are gone with it: they get
+            // an immediate "unavailable".
+            let _ = myself.cast(ShardMessage::Listed { token, result });
+        });
+    }
+}
+
+/// Applies committed changes to the cache, and stops later list requests from joining
+/// queries that started before them.
+fn apply<R>(state: &mut ShardState<R>, effects: Vec<WriteEffect>) {
+    state.seq += 1;
+    let seq = state.seq;
+    let track = state.loads_in_flight > 0;
+    for effect in effects {
+        let owner = match effect {
+            WriteEffect::Created(todo) | WriteEffect::Updated(todo) => {
+                let owner = todo.owner.clone();
+                if track {
+                    state.changed_at.insert(todo.id, seq);
+                }
+                put_if_newer(&mut state.cache, todo);
+                owner
+            }
+            WriteEffect::Deleted { owner, id } => {
+                if track {
+                    state.changed_at.insert(id, seq);
+                }
+                state.cache.pop(&id);
+                owner
+            }
+            WriteEffect::Cleared { owner, ids } => {
+                for id in ids {
+                    if track {
+                        state.changed_at.insert(id, seq);
+                    }
+                    state.cache.pop(&id);
+                }
+                owner
+            }
+        };
+        state.joinable.retain(|q, _| q.owner != owner);
+    }
+}
+
+/// Caches what a miss query read, unless a change overtook it.
+fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
+    state.loads_in_flight = state.loads_in_flight.saturating_sub(1);
+    for todo in todos {
+        let overtaken = state.changed_at.get(&todo.id).is_some_and(|&s| s > seq);
+        if !overtaken {
+            put_if_newer(&mut state.cache, todo);
+        }
+    }
+    if state.loads_in_flight == 0 {
+        state.changed_at.clear();
+    }
+}
+
+fn put_if_newer(cache: &mut LruCache<TodoId, Todo>, todo: Todo) {
+    if cache.peek(&todo.id).is_none_or(|c| c.version < todo.version) {
+        cache.put(todo.id, todo);
+    }
+}

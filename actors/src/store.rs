@@ -1,0 +1,84 @@
+//! `TodoStore`: the persistence port the actors depend on. `todo-service` implements it
+//! over PostgreSQL; actor tests implement it in memory.
+//!
+//! The futures are spelled `impl Future<Output = …> + Send` (as ractor's own `Actor`
+//! trait does) so that actor handlers holding them stay `Send`.
+
+use std::future::Future;
+
+use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteCommand, WriteEffect};
+
+/// Why a store operation failed as a whole (per-command failures are `DomainError`s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be made or used; nothing was sent.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction failed and was rolled back (connection lost before COMMIT,
+    /// serialization failure, deadlock, admin shutdown): retrying is safe.
+    #[error("transaction rolled back: {0}")]
+    Transient(String),
+    /// The connection broke while COMMIT was in flight: it may or may not have committed.
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(String),
+    /// A query failed for another reason.
+    #[error("query failed: {0}")]
+    Query(String),
+}
+
+/// One outcome per command of a batch, in the batch's order.
+pub type BatchOutcome = Vec<Result<WriteEffect, DomainError>>;
+
+/// Opens connections; each actor owns the connection it gets.
+pub trait TodoStore: Clone + Send + Sync + 'static {
+    /// The writer's connection.
+    type Writer: WriteConn;
+    /// A query shard's connection (shared by its concurrent lookups).
+    type Reader: ReadConn;
+
+    /// Opens the writer's connection (statements prepared).
+    fn connect_writer(&self) -> impl Future<Output = Result<Self::Writer, StoreError>> + Send;
+
+    /// Opens a query shard's connection.
+    fn connect_reader(&self) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
+}
+
+/// The writer's connection: applies whole batches, one transaction each.
+pub trait WriteConn: Send + Sync + 'static {
+    /// Applies `commands` in order in one transaction. Row-level failures (not found,
+    /// version mismatch, a rejected value) fail only their own command; the rest commit.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the transaction as a whole failed.
+    fn apply_batch(
+        &mut self,
+        commands: &[WriteCommand],
+    ) -> impl Future<Output = Result<BatchOutcome, StoreError>> + Send;
+
+    /// True once the connection is unusable.
+    fn is_closed(&self) -> bool;
+}
+
+/// A query shard's connection.
+pub trait ReadConn: Send + Sync + 'static {
+    /// The todos among `keys` that exist (each scoped by its owner), in any order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the query fails.
+    fn get_todos(
+        &self,
+        keys: &[(Owner, TodoId)],
+    ) -> impl Future<Output = Result<Vec<Todo>, StoreError>> + Send;
+
+    /// One page of an owner's todos, in list order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the query fails.
+    fn list_todos(
+        &self,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Vec<Todo>, StoreError>> + Send;
+
+    /// True once the connection is unusable.
+    fn is_closed(&self) -> bool;
+}

@@ -1,0 +1,317 @@
+//! `Settings`: every setting is a flag with an environment fallback and a default, so
+//! `todo-service --help` documents them all. Nothing else in the service reads the
+//! environment. Values are validated here, at start-up, with messages that name the
+//! variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The todo service: REST and NATS edges over supervised actors and PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "todo-service", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then serve the API and admin ports (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Exit 0 when the admin port's /livez answers 200 (for container health checks).
+    Healthcheck {
+        /// The URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:9000/livez")]
+        url: String,
+    },
+}
+
+/// All settings, grouped by concern.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// HTTP edge.
+    #[command(flatten)]
+    pub http: HttpSettings,
+    /// PostgreSQL.
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// Actor system.
+    #[command(flatten)]
+    pub actors: ActorSettings,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    /// Lifecycle.
+    #[command(flatten)]
+    pub lifecycle: LifecycleSettings,
+}
+
+/// HTTP and admin ports.
+#[derive(Clone, Args)]
+pub struct HttpSettings {
+    /// Address of the REST API.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the admin port (/livez, /readyz, /metrics, /admin/*).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9000")]
+    pub admin_addr: SocketAddr,
+    /// Base of the absolute `url` of each todo (else taken from Forwarded/Host headers).
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Allowed CORS origins, comma-separated, or `*`.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+    /// Longest a request waits for an actor, in milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+    /// Requests in flight beyond which the API answers 503 at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+    /// Enables the chaos hooks on the admin port (needs ADMIN_TOKEN).
+    #[arg(long, env = "CHAOS_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub chaos_enabled: bool,
+    /// Bearer token for the admin chaos hooks.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+}
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("public_url", &self.public_url)
+            .field("cors_origins", &self.cors_origins)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("chaos_enabled", &self.chaos_enabled)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl HttpSettings {
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// PostgreSQL connection. `DATABASE_URL` wins; otherwise libpq's `PG*` variables.
+#[derive(Clone, Args)]
+pub struct DbSettings {
+    /// Connection URL, e.g. postgres://user:pass@host:5432/todos.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Host when DATABASE_URL is unset.
+    #[arg(long, env = "PGHOST", default_value = "127.0.0.1")]
+    pub pg_host: String,
+    /// Port when DATABASE_URL is unset.
+    #[arg(long, env = "PGPORT", default_value_t = 5432)]
+    pub pg_port: u16,
+    /// User when DATABASE_URL is unset.
+    #[arg(long, env = "PGUSER", default_value = "postgres")]
+    pub pg_user: String,
+    /// Password when DATABASE_URL is unset.
+    #[arg(long, env = "PGPASSWORD", hide_env_values = true)]
+    pub pg_password: Option<Secret>,
+    /// Database when DATABASE_URL is unset.
+    #[arg(long, env = "PGDATABASE", default_value = "todos")]
+    pub pg_database: String,
+    /// Pooled connections for readiness checks and maintenance (actors own their own).
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+    /// Upper bound on one connect, write batch or query, in milliseconds.
+    #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = 1500,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_timeout_ms: u64,
+}
+
+impl fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSettings")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("pg_host", &self.pg_host)
+            .field("pg_port", &self.pg_port)
+            .field("pg_user", &self.pg_user)
+            .field("pg_database", &self.pg_database)
+            .field("pool_size", &self.pool_size)
+            .field("db_timeout_ms", &self.db_timeout_ms)
+            .finish()
+    }
+}
+
+impl DbSettings {
+    /// The PostgreSQL client configuration.
+    ///
+    /// # Errors
+    /// A message naming DATABASE_URL when it does not parse.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
+        let mut config = match &self.database_url {
+            Some(url) => url
+                .expose()
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?,
+            None => {
+                let mut c = tokio_postgres::Config::new();
+                c.host(&self.pg_host)
+                    .port(self.pg_port)
+                    .user(&self.pg_user)
+                    .dbname(&self.pg_database);
+                if let Some(p) = &self.pg_password {
+                    c.password(p.expose());
+                }
+                c
+            }
+        };
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.db_timeout());
+        }
+        config.application_name("todo-service");
+        Ok(config)
+    }
+
+    /// The database timeout.
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
+    }
+}
+
+/// Actor system tunables.
+#[derive(Debug, Clone, Args)]
+pub struct ActorSettings {
+    /// Number of query shards.
+    #[arg(long, env = "QUERY_SHARDS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub query_shards: u32,
+    /// Most write commands per transaction.
+    #[arg(long, env = "BATCH_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_max: u32,
+    /// Extra wait for a fuller write batch, in microseconds.
+    #[arg(long, env = "BATCH_LINGER_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub batch_linger_us: u64,
+    /// Todos cached per query shard.
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub cache_capacity: u32,
+    /// Actor failures tolerated within RESTART_PERIOD_S before the process gives up.
+    #[arg(long, env = "RESTART_INTENSITY", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub restart_intensity: u32,
+    /// The window of RESTART_INTENSITY, in seconds.
+    #[arg(long, env = "RESTART_PERIOD_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub restart_period_s: u64,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines (for Logstash).
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetrySettings {
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+    /// OTLP collector endpoint; traces are exported when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Start-up and shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleSettings {
+    /// Seconds to keep serving after SIGTERM while /readyz already says 503.
+    #[arg(long, env = "SHUTDOWN_DELAY_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_delay_s: u64,
+    /// Seconds in-flight work may take to finish after that.
+    #[arg(long, env = "SHUTDOWN_GRACE_S", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub shutdown_grace_s: u64,
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl Settings {
+    /// Cross-field checks clap cannot express.
+    ///
+    /// # Errors
+    /// A message naming the variable at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        self.db.pg_config()?;
+        if self.http.chaos_enabled && self.http.admin_token.is_none() {
+            return Err("CHAOS_ENABLED=true needs ADMIN_TOKEN".into());
+        }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("PUBLIC_URL must start with http:// or https://, got {url}"));
+            }
+        }
+        if let Some(origin) = self
+            .http
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(format!("CORS_ORIGINS entries must be * or http(s) origins, got {origin}"));
+        }
+        Ok(())
+    }
+
+    /// Settings as `todo-service` sees them with no flags: environment plus defaults.
+    ///
+    /// # Errors
+    /// clap's message naming the variable.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["todo-service"]).map(|c| c.settings)
+    }
+}

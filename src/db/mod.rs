@@ -1,0 +1,86 @@
+//! PostgreSQL access: connections, the pool, migrations. Only `src/db` holds SQL.
+
+mod error;
+mod todos;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use error::DbError;
+pub use todos::PgStore;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Key of the advisory lock that serialises migrations across replicas.
+const MIGRATION_LOCK: i64 = 0x746f_646f_5f6d_6967; // "todo_mig"
+
+/// Opens one connection and drives it on a spawned task.
+///
+/// # Errors
+/// [`DbError`] when the server cannot be reached or refuses the login.
+pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error.message = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The pool used for readiness checks and maintenance (the actors own their connections).
+///
+/// # Errors
+/// [`DbError::Pool`] when the pool cannot be built.
+pub fn create_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// Applies the embedded migrations under an advisory lock, so replicas starting together
+/// do not race. Returns the names of the migrations applied now.
+///
+/// # Errors
+/// [`DbError`] when the database is unreachable or a migration fails.
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>, DbError> {
+    let mut client = connect(config).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await;
+    // Unlock even when the migration failed; closing the connection would too.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let report = report.map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+/// One round trip on a pooled connection (readiness).
+///
+/// # Errors
+/// [`DbError`] when no connection answers.
+pub async fn ping(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}

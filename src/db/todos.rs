@@ -1,0 +1,469 @@
+//! The `todos` table, and `TodoStore` over PostgreSQL.
+//!
+//! The writer's connection runs a whole batch in one transaction, its statements
+//! pipelined in order (tokio-postgres sends them without waiting for each answer), with
+//! runs of consecutive creates folded into one `INSERT … SELECT FROM unnest(…)`. If a
+//! command's data is rejected (SQLSTATE class 22/23), the batch is re-run in a fresh
+//! transaction with a savepoint around each command, so that command fails alone.
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use todo_actors::domain::{
+    DomainError, ListQuery, Owner, Todo, TodoChange, TodoId, WriteCommand, WriteEffect,
+};
+use todo_actors::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
+use tokio_postgres::{Client, Row, Statement, Transaction};
+use uuid::Uuid;
+
+use super::error::{at_commit, before_commit, describe, is_data_error};
+
+const COLUMNS: &str = r#"id, owner, title, completed, "order", version, created_at, updated_at"#;
+
+/// Opens connections to one database.
+#[derive(Clone)]
+pub struct PgStore {
+    config: tokio_postgres::Config,
+}
+
+impl PgStore {
+    /// A store for the database `config` points at.
+    pub fn new(config: tokio_postgres::Config) -> Self {
+        Self { config }
+    }
+}
+
+impl TodoStore for PgStore {
+    type Writer = PgWriter;
+    type Reader = PgReader;
+
+    async fn connect_writer(&self) -> Result<PgWriter, StoreError> {
+        let client = connect(&self.config).await?;
+        let stmts = WriterStatements::prepare(&client)
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(PgWriter { client, stmts })
+    }
+
+    async fn connect_reader(&self) -> Result<PgReader, StoreError> {
+        let client = connect(&self.config).await?;
+        let get = client
+            .prepare(&format!(
+                "SELECT t.{} FROM todos t
+                 JOIN unnest($1::uuid[], $2::text[]) AS k(id, owner)
+                   ON t.id = k.id AND t.owner = k.owner",
+                COLUMNS.replace(", ", ", t.")
+            ))
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let list = client
+            .prepare(&format!(
+                r#"SELECT {COLUMNS} FROM todos
+                   WHERE owner = $1
+                     AND ($2::bool IS NULL OR completed = $2)
+                     AND (NOT $3::bool OR (CASE
+                           WHEN $4::int4 IS NULL THEN
+                             "order" IS NULL AND (created_at, id) > ($5::timestamptz, $6::uuid)
+                           ELSE
+                             "order" > $4 OR "order" IS NULL
+                             OR ("order" = $4 AND (created_at, id) > ($5::timestamptz, $6::uuid))
+                         END))
+                   ORDER BY "order" ASC NULLS LAST, created_at, id
+                   LIMIT $7"#
+            ))
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(PgReader { client, get, list })
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
+    super::connect(config).await.map_err(|e| match e {
+        super::DbError::Query(e) => StoreError::Unavailable(describe(&e)),
+        other => StoreError::Unavailable(other.to_string()),
+    })
+}
+
+struct WriterStatements {
+    insert: Statement,
+    update: Statement,
+    delete: Statement,
+    clear: Statement,
+    version: Statement,
+}
+
+impl WriterStatements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            insert: client
+                .prepare(
+                    r#"INSERT INTO todos (id, owner, title, completed, "order", version, created_at, updated_at)
+                       SELECT id, owner, title, completed, ord, 1, ts, ts
+                       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::timestamptz[])
+                            AS u(id, owner, title, completed, ord, ts)"#,
+                )
+                .await?,
+            update: client
+                .prepare(&format!(
+                    r#"UPDATE todos SET
+                         title = COALESCE($3::text, title),
+                         completed = COALESCE($4::bool, completed),
+                         "order" = CASE WHEN $5::bool THEN $6::int4 ELSE "order" END,
+                         version = version + 1,
+                         updated_at = $7::timestamptz
+                       WHERE owner = $1 AND id = $2 AND ($8::int8 IS NULL OR version = $8)
+                       RETURNING {COLUMNS}"#
+                ))
+                .await?,
+            delete: client
+                .prepare(
+                    "DELETE FROM todos WHERE owner = $1 AND id = $2
+                       AND ($3::int8 IS NULL OR version = $3) RETURNING id",
+                )
+                .await?,
+            clear: client
+                .prepare(
+                    "DELETE FROM todos WHERE owner = $1 AND ($2::bool IS NULL OR completed = $2)
+                     RETURNING id",
+                )
+                .await?,
+            version: client
+                .prepare("SELECT version FROM todos WHERE owner = $1 AND id = $2")
+                .await?,
+        })
+    }
+}
+
+/// The writer's connection.
+pub struct PgWriter {
+    client: Client,
+    stmts: WriterStatements,
+}
+
+/// A step of a batch: a run of creates, or one other command.
+enum Step<'a> {
+    Creates(Vec<&'a Todo>),
+    One(&'a WriteCommand),
+}
+
+fn plan(commands: &[WriteCommand]) -> Vec<(Step<'_>, usize)> {
+    let mut steps: Vec<(Step<'_>, usize)> = Vec::new();
+    for (i, command) in commands.iter().enumerate() {
+        match (command, steps.last_mut()) {
+            (WriteCommand::Create { todo }, Some((Step::Creates(run), _))) => run.push(todo),
+            (WriteCommand::Create { todo }, _) => steps.push((Step::Creates(vec![todo]), i)),
+            (other, _) => steps.push((Step::One(other), i)),
+        }
+    }
+    steps
+}
+
+/// What one statement returned, before it is turned into per-command outcomes.
+enum Raw {
+    Inserted,
+    Rows(Vec<Row>),
+}
+
+impl PgWriter {
+    async fn run_step(
+        stmts: &WriterStatements,
+        tx: &Transaction<'_>,
+        step: &Step<'_>,
+    ) -> Result<Raw, tokio_postgres::Error> {
+        match step {
+            Step::Creates(todos) => {
+                let ids: Vec<Uuid> = todos.iter().map(|t| t.id.into_inner()).collect();
+                let owners: Vec<&str> = todos.iter().map(|t| t.owner.as_ref()).collect();
+                let titles: Vec<&str> = todos.iter().map(|t| t.title.as_str()).collect();
+                let completed: Vec<bool> = todos.iter().map(|t| t.completed).collect();
+                let orders: Vec<Option<i32>> = todos.iter().map(|t| t.order).collect();
+                let times: Vec<DateTime<Utc>> = todos.iter().map(|t| t.created_at).collect();
+                tx.execute(
+                    &stmts.insert,
+                    &[&ids, &owners, &titles, &completed, &orders, &times],
+                )
+                .await
+                .map(|_| Raw::Inserted)
+            }
+            Step::One(WriteCommand::Update {
+                owner,
+                id,
+                change,
+                expected_version,
+                at,
+            }) => {
+                let (title, completed, set_order, order) = match change {
+                    TodoChange::Patch {
+                        title,
+                        completed,
+                        order,
+                    } => (
+                        title.as_ref().map(|t| t.as_ref()),
+                        *completed,
+                        order.is_some(),
+                        order.flatten(),
+                    ),
+                    TodoChange::Replace(new) => (
+                        Some(new.title.as_ref()),
+                        Some(new.completed),
+                        true,
+                        new.order,
+                    ),
+                };
+                tx.query(
+                    &stmts.update,
+                    &[
+                        &owner.as_ref(),
+                        &id.into_inner(),
+                        &title,
+                        &completed,
+                        &set_order,
+                        &order,
+                        at,
+                        expected_version,
+                    ],
+                )
+                .await
+                .map(Raw::Rows)
+            }
+            Step::One(WriteCommand::Delete {
+                owner,
+                id,
+                expected_version,
+            }) => tx
+                .query(
+                    &stmts.delete,
+                    &[&owner.as_ref(), &id.into_inner(), expected_version],
+                )
+                .await
+                .map(Raw::Rows),
+            Step::One(WriteCommand::Clear { owner, completed }) => tx
+                .query(&stmts.clear, &[&owner.as_ref(), completed])
+                .await
+                .map(Raw::Rows),
+            Step::One(WriteCommand::Create { .. }) => Ok(Raw::Inserted),
+        }
+    }
+
+    /// Turns one step's raw result into outcomes for its commands.
+    async fn outcomes(
+        stmts: &WriterStatements,
+        tx: &Transaction<'_>,
+        step: &Step<'_>,
+        raw: Raw,
+        out: &mut BatchOutcome,
+    ) -> Result<(), tokio_postgres::Error> {
+        match (step, raw) {
+            (Step::Creates(todos), Raw::Inserted) => {
+                out.extend(todos.iter().map(|t| Ok(WriteEffect::Created((*t).clone()))));
+            }
+            (Step::One(WriteCommand::Update { owner, id, expected_version, .. }), Raw::Rows(rows)) => {
+                out.push(match rows.first() {
+                    Some(row) => Ok(WriteEffect::Updated(todo_from_row(row)?)),
+                    None => Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?),
+                });
+            }
+            (Step::One(WriteCommand::Delete { owner, id, expected_version }), Raw::Rows(rows)) => {
+                out.push(if rows.is_empty() {
+                    Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?)
+                } else {
+                    Ok(WriteEffect::Deleted {
+                        owner: owner.clone(),
+                        id: *id,
+                    })
+                });
+            }
+            (Step::One(WriteCommand::Clear { owner, .. }), Raw::Rows(rows)) => {
+                out.push(Ok(WriteEffect::Cleared {
+                    owner: owner.clone(),
+                    ids: rows
+                        .iter()
+                        .map(|r| r.try_get::<_, Uuid>(0).map(TodoId::from_uuid))
+                        .collect::<Result<_, _>>()?,
+                }));
+            }
+            _ => out.push(Err(DomainError::Unavailable("unexpected statement result".into()))),
+        }
+        Ok(())
+    }
+
+    /// An update or delete matched no row: unknown id, or a stale `If-Match`.
+    async fn why_missing(
+        stmts: &WriterStatements,
+        tx: &Transaction<'_>,
+        owner: &Owner,
+        id: TodoId,
+        expected: Option<i64>,
+    ) -> Result<DomainError, tokio_postgres::Error> {
+        if expected.is_none() {
+            return Ok(DomainError::NotFound);
+        }
+        let row = tx
+            .query_opt(&stmts.version, &[&owner.as_ref(), &id.into_inner()])
+            .await?;
+        Ok(match row {
+            Some(r) => DomainError::PreconditionFailed { current: r.try_get(0)? },
+            None => DomainError::NotFound,
+        })
+    }
+
+    /// Fast path: every step pipelined, one COMMIT.
+    async fn apply_pipelined(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
+        let steps = plan(commands);
+        let tx = self.client.transaction().await.map_err(Attempt::Failed)?;
+        let stmts = &self.stmts;
+        let raws = join_all(steps.iter().map(|(s, _)| Self::run_step(stmts, &tx, s))).await;
+        let mut out = Vec::with_capacity(commands.len());
+        for ((step, _), raw) in steps.iter().zip(raws) {
+            let raw = raw.map_err(Attempt::classify)?;
+            Self::outcomes(stmts, &tx, step, raw, &mut out)
+                .await
+                .map_err(Attempt::Failed)?;
+        }
+        tx.commit().await.map_err(Attempt::Commit)?;
+        Ok(out)
+    }
+
+    /// Slow path after a data error: a savepoint per step; a rejected step fails only
+    /// its own commands. Still one transaction.
+    async fn apply_isolated(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        // One step per command here, so a bad create does not take its run with it.
+        for command in commands {
+            steps.push(match command {
+                WriteCommand::Create { todo } => Step::Creates(vec![todo]),
+                other => Step::One(other),
+            });
+        }
+        let mut tx = self.client.transaction().await.map_err(Attempt::Failed)?;
+        let mut out = Vec::with_capacity(commands.len());
+        for step in &steps {
+            let sp = tx.savepoint("cmd").await.map_err(Attempt::Failed)?;
+            match Self::run_step(&self.stmts, &sp, step).await {
+                Ok(raw) => {
+                    Self::outcomes(&self.stmts, &sp, step, raw, &mut out)
+                        .await
+                        .map_err(Attempt::Failed)?;
+                    sp.commit().await.map_err(Attempt::Failed)?;
+                }
+                Err(e) if is_data_error(&e) => {
+                    sp.rollback().await.map_err(Attempt::Failed)?;
+                    out.push(Err(rejected(&e)));
+                }
+                Err(e) => return Err(Attempt::Failed(e)),
+            }
+        }
+        tx.commit().await.map_err(Attempt::Commit)?;
+        Ok(out)
+    }
+}
+
+/// How a batch attempt failed.
+enum Attempt {
+    /// A command's data was rejected: re-run with savepoints.
+    DataError,
+    /// Failed before COMMIT (rolled back).
+    Failed(tokio_postgres::Error),
+    /// COMMIT itself failed.
+    Commit(tokio_postgres::Error),
+}
+
+impl Attempt {
+    fn classify(e: tokio_postgres::Error) -> Self {
+        if is_data_error(&e) { Self::DataError } else { Self::Failed(e) }
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::DataError => StoreError::Query("data error".into()),
+            Self::Failed(e) => before_commit(&e),
+            Self::Commit(e) => at_commit(&e),
+        }
+    }
+}
+
+fn rejected(e: &tokio_postgres::Error) -> DomainError {
+    let message = e
+        .as_db_error()
+        .map_or_else(|| "rejected by the database".to_owned(), |d| d.message().to_owned());
+    DomainError::invalid("body", message)
+}
+
+impl WriteConn for PgWriter {
+    async fn apply_batch(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, StoreError> {
+        match self.apply_pipelined(commands).await {
+            Ok(out) => Ok(out),
+            Err(Attempt::DataError) => self
+                .apply_isolated(commands)
+                .await
+                .map_err(Attempt::into_store_error),
+            Err(other) => Err(other.into_store_error()),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// A query shard's connection.
+pub struct PgReader {
+    client: Client,
+    get: Statement,
+    list: Statement,
+}
+
+impl ReadConn for PgReader {
+    async fn get_todos(&self, keys: &[(Owner, TodoId)]) -> Result<Vec<Todo>, StoreError> {
+        let ids: Vec<Uuid> = keys.iter().map(|(_, id)| id.into_inner()).collect();
+        let owners: Vec<&str> = keys.iter().map(|(o, _)| o.as_ref()).collect();
+        let rows = self
+            .client
+            .query(&self.get, &[&ids, &owners])
+            .await
+            .map_err(|e| before_commit(&e))?;
+        rows.iter()
+            .map(|r| todo_from_row(r).map_err(|e| StoreError::Query(describe(&e))))
+            .collect()
+    }
+
+    async fn list_todos(&self, query: &ListQuery) -> Result<Vec<Todo>, StoreError> {
+        let after = query.after.as_ref();
+        let limit = i64::from(query.limit);
+        let rows = self
+            .client
+            .query(
+                &self.list,
+                &[
+                    &query.owner.as_ref(),
+                    &query.completed,
+                    &after.is_some(),
+                    &after.and_then(|c| c.order),
+                    &after.map(|c| c.created_at),
+                    &after.map(|c| c.id.into_inner()),
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(|e| before_commit(&e))?;
+        rows.iter()
+            .map(|r| todo_from_row(r).map_err(|e| StoreError::Query(describe(&e))))
+            .collect()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+fn todo_from_row(row: &Row) -> Result<Todo, tokio_postgres::Error> {
+    Ok(Todo {
+        id: TodoId::from_uuid(row.try_get("id")?),
+        owner: Owner::from_stored(row.try_get("owner")?),
+        title: row.try_get("title")?,
+        completed: row.try_get("completed")?,
+        order: row.try_get("order")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,339 @@
+//! The warp edge: the REST API (`api`) and the admin port (`admin::routes`).
+//!
+//! Every API request passes, in order: CORS preflight short-circuit → admission control
+//! (a semaphore of `MAX_IN_FLIGHT` permits; none left is an immediate 503) → the routes
+//! → `finish`, which adds `X-Request-Id` and CORS headers and records the
+//! `http_*` metrics under the route *template*.
+
+pub mod admin;
+pub mod dto;
+pub mod error;
+pub mod todos;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, TryStreamExt};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use todo_actors::handles::ActorHandles;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::metrics::Metrics;
+use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-Match, If-None-Match, Idempotency-Key, X-Request-Id, traceparent";
+const EXPOSE_HEADERS: &str = "ETag, Location, Link, X-Request-Id, Retry-After, Idempotent-Replayed, X-Cache";
+
+/// Where the process is in its life, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Start-up not finished.
+    Starting = 0,
+    /// Serving.
+    Ready = 1,
+    /// SIGTERM received: finishing in-flight work.
+    Draining = 2,
+}
+
+/// The shared lifecycle phase.
+#[derive(Debug, Default)]
+pub struct Lifecycle(AtomicU8);
+
+impl Lifecycle {
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
+
+    /// Moves to `phase`.
+    pub fn set(&self, phase: Phase) {
+        self.0.store(phase as u8, Ordering::SeqCst);
+    }
+}
+
+/// Allowed CORS origins.
+#[derive(Debug, Clone)]
+pub enum Cors {
+    /// Any origin.
+    Any,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+impl Cors {
+    /// Parses `CORS_ORIGINS`.
+    pub fn parse(origins: &str) -> Self {
+        let list: Vec<String> = origins
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o == "*") {
+            Self::Any
+        } else {
+            Self::Only(list)
+        }
+    }
+
+    fn allow(&self, origin: &str) -> Option<HeaderValue> {
+        match self {
+            Self::Any => Some(HeaderValue::from_static("*")),
+            Self::Only(list) => list
+                .iter()
+                .any(|o| o == origin)
+                .then(|| HeaderValue::from_str(origin).ok())
+                .flatten(),
+        }
+    }
+}
+
+/// What the API handlers share.
+pub struct ApiContext {
+    /// The actors.
+    pub handles: Arc<ActorHandles>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `PUBLIC_URL`, without a trailing slash.
+    pub public_url: Option<String>,
+    /// CORS policy.
+    pub cors: Cors,
+    /// How long a handler waits for an actor.
+    pub request_timeout: Duration,
+    /// Admission control.
+    pub admission: Arc<Semaphore>,
+    /// Start time, for `/health`.
+    pub started: Instant,
+}
+
+/// Shared handle to the context.
+pub type Ctx = Arc<ApiContext>;
+
+fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+    warp::any().map(move || Arc::clone(&ctx))
+}
+
+/// The REST API on `HTTP_ADDR`.
+pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let routes = todos::routes(Arc::clone(&ctx))
+        .or(health(Arc::clone(&ctx)))
+        .unify()
+        .or(warp::any().map(|| ApiError::NotFound.into_response()))
+        .unify();
+    let admitted = admit(Arc::clone(&ctx))
+        .and(routes)
+        .map(|_permit: OwnedSemaphorePermit, response: Response| response);
+    let served = preflight(Arc::clone(&ctx))
+        .or(admitted)
+        .unify()
+        .recover(error::handle_rejection)
+        .unify();
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(with_ctx(ctx))
+        .and(served)
+        .map(finish)
+}
+
+/// Takes a permit or rejects with 503 before any routing work.
+fn admit(ctx: Ctx) -> impl Filter<Extract = (OwnedSemaphorePermit,), Error = Rejection> + Clone {
+    warp::any().and_then(move || {
+        let permit = Arc::clone(&ctx.admission).try_acquire_owned();
+        async move {
+            permit.map_err(|_| {
+                warp::reject::custom(ApiError::Unavailable(
+                    "overloaded: too many requests in flight".into(),
+                ))
+            })
+        }
+    })
+}
+
+/// `OPTIONS` with `Access-Control-Request-Method`: answered here, for every path.
+fn preflight(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::options()
+        .and(warp::header::headers_cloned())
+        .and_then(move |headers: HeaderMap| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                if !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                    return Err(warp::reject::not_found());
+                }
+                let mut response = Response::new(Default::default());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                let origin = headers
+                    .get(header::ORIGIN)
+                    .and_then(|o| o.to_str().ok())
+                    .unwrap_or_default();
+                if let Some(allowed) = ctx.cors.allow(origin) {
+                    let h = response.headers_mut();
+                    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+                    h.insert(
+                        header::ACCESS_CONTROL_ALLOW_METHODS,
+                        HeaderValue::from_static(ALLOW_METHODS),
+                    );
+                    h.insert(
+                        header::ACCESS_CONTROL_ALLOW_HEADERS,
+                        HeaderValue::from_static(ALLOW_HEADERS),
+                    );
+                    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+                }
+                Ok(response)
+            }
+        })
+}
+
+/// `GET /health`: the original service's liveness endpoint.
+fn health(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path("health").and(warp::path::end()).and(
+        warp::get()
+            .map(move || {
+                warp::reply::json(&serde_json::json!({
+                    "status": "healthy",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_s": ctx.started.elapsed().as_secs(),
+                }))
+                .into_response()
+            })
+            .or(warp::any().map(|| ApiError::MethodNotAllowed("GET").into_response()))
+            .unify(),
+    )
+}
+
+/// The route template of a path: a fixed label set, never the raw path.
+pub fn route_template(path: &str) -> &'static str {
+    match path.trim_end_matches('/') {
+        "/api/todos" => "/api/todos",
+        p if p.starts_with("/api/todos/") && !p["/api/todos/".len()..].contains('/') => {
+            "/api/todos/:id"
+        }
+        "/health" => "/health",
+        _ => "unmatched",
+    }
+}
+
+/// Adds `X-Request-Id` and CORS headers, records metrics and the access log.
+fn finish(
+    started: Instant,
+    method: Method,
+    path: warp::path::FullPath,
+    headers: HeaderMap,
+    ctx: Ctx,
+    response: Response,
+) -> Response {
+    let mut response = response;
+    let request_id = headers
+        .get("x-request-id")
+        .filter(|v| v.len() <= 200 && v.to_str().is_ok_and(|s| !s.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        });
+    let status = response.status();
+    let h = response.headers_mut();
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if let Some(allowed) = ctx.cors.allow(origin) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSE_HEADERS),
+            );
+        }
+        if matches!(ctx.cors, Cors::Only(_)) {
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+    let route = route_template(path.as_str());
+    let elapsed = started.elapsed();
+    let status_code = status.as_str();
+    ctx.metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), route, status_code])
+        .inc();
+    ctx.metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), route, status_code])
+        .observe(elapsed.as_secs_f64());
+    let request_id_str = request_id.to_str().unwrap_or_default();
+    if status.is_server_error() {
+        tracing::warn!(request_id = request_id_str, method = %method, route, path = path.as_str(),
+            status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
+    } else {
+        tracing::info!(request_id = request_id_str, method = %method, route, path = path.as_str(),
+            status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1e3, "request completed");
+    }
+    h.insert("x-request-id", request_id);
+    response
+}
+
+/// The request body, at most [`MAX_BODY_BYTES`], whether or not `Content-Length` is
+/// sent (a chunked body is cut off as soon as it passes the limit). Never rejects.
+pub fn body() -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::body::stream())
+        .then(|headers: HeaderMap, stream| read_limited(headers, stream))
+}
+
+async fn read_limited<S, B>(headers: HeaderMap, stream: S) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(mut chunk) = stream
+        .try_next()
+        .await
+        .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?
+    {
+        if body.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// The raw query string ("" when there is none). Never rejects.
+pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+}
+
+/// Binds a listener; bind errors reach the caller instead of panicking in warp.
+///
+/// # Errors
+/// The bind error.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

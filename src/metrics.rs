@@ -1,0 +1,201 @@
+//! `Metrics`: every Prometheus metric of the service, registered on one registry owned
+//! by the app (not the global default, so tests build their own). Names are a contract
+//! with dashboards and alerts; `http_*` keep the names of the Node.js service this one
+//! replaces.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use todo_actors::metrics::{MetricsSink, ReadSource};
+
+/// Latency buckets in seconds, from 100 µs to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// All metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_total{method, route, status_code}`.
+    pub http_requests: IntCounterVec,
+    /// `http_request_duration_seconds{method, route, status_code}`.
+    pub http_duration: HistogramVec,
+    /// `http_in_flight_requests`.
+    pub http_in_flight: IntGauge,
+    actor_up: IntGaugeVec,
+    actor_restarts: IntCounterVec,
+    actor_mailbox: IntGaugeVec,
+    actor_messages: IntCounterVec,
+    actor_message_duration: HistogramVec,
+    write_batch_size: Histogram,
+    write_batch_duration: Histogram,
+    write_commands: IntCounterVec,
+    query_reads: IntCounterVec,
+    query_batch_size: Histogram,
+    /// `todo_db_pool_connections{state}`.
+    pub db_pool_connections: IntGaugeVec,
+    db_errors: IntCounterVec,
+    /// `todo_nats_connected` (0 until the NATS edge exists and connects).
+    pub nats_connected: IntGauge,
+    /// `todo_outbox_pending`.
+    pub outbox_pending: IntGauge,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed and unique in this file, so registration cannot collide.
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    /// Builds and registers every metric, plus process metrics and build info.
+    #[allow(clippy::expect_used)] // metric definitions are constants: failure is a bug
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge =
+            |name: &str, help: &str| register(r, IntGauge::new(name, help).expect("valid metric"));
+        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            register(
+                r,
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+                    .expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            register(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                    .expect("valid metric"),
+            )
+        };
+        let http = ["method", "route", "status_code"];
+        let build = gauge_vec("todo_build_info", "Build information", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let metrics = Self {
+            http_requests: counter("http_requests_total", "HTTP requests", &http),
+            http_duration: histogram_vec(
+                "http_request_duration_seconds",
+                "HTTP request latency",
+                &http,
+                LATENCY_BUCKETS,
+            ),
+            http_in_flight: gauge("http_in_flight_requests", "HTTP requests being served"),
+            actor_up: gauge_vec("todo_actor_up", "1 while the actor runs", &["actor"]),
+            actor_restarts: counter("todo_actor_restarts_total", "Actor restarts", &["actor"]),
+            actor_mailbox: gauge_vec(
+                "todo_actor_mailbox_depth",
+                "Messages waiting in the actor's mailbox",
+                &["actor"],
+            ),
+            actor_messages: counter("todo_actor_messages_total", "Messages handled", &["actor"]),
+            actor_message_duration: histogram_vec(
+                "todo_actor_message_duration_seconds",
+                "Time to handle one message",
+                &["actor"],
+                LATENCY_BUCKETS,
+            ),
+            write_batch_size: histogram("todo_write_batch_size", "Commands per write batch", BATCH_BUCKETS),
+            write_batch_duration: histogram(
+                "todo_write_batch_duration_seconds",
+                "Time from batch start to the last reply",
+                LATENCY_BUCKETS,
+            ),
+            write_commands: counter(
+                "todo_write_commands_total",
+                "Write commands by outcome",
+                &["op", "outcome"],
+            ),
+            query_reads: counter("todo_query_reads_total", "Point reads by source", &["source"]),
+            query_batch_size: histogram(
+                "todo_query_batch_size",
+                "Ids per batched point-read query",
+                BATCH_BUCKETS,
+            ),
+            db_pool_connections: gauge_vec(
+                "todo_db_pool_connections",
+                "Pooled connections by state",
+                &["state"],
+            ),
+            db_errors: counter("todo_db_errors_total", "Database errors by kind", &["kind"]),
+            nats_connected: gauge("todo_nats_connected", "1 while connected to NATS"),
+            outbox_pending: gauge("todo_outbox_pending", "Events not yet published"),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            // Process metrics are best effort: a sandbox without /proc still serves the rest.
+            let _ = metrics.registry.register(Box::new(process));
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error.message = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetricsSink for Metrics {
+    fn actor_up(&self, actor: &str, up: bool) {
+        self.actor_up.with_label_values(&[actor]).set(i64::from(up));
+    }
+
+    fn actor_restarts(&self, actor: &str, n: u64) {
+        self.actor_restarts.with_label_values(&[actor]).inc_by(n);
+    }
+
+    fn mailbox_depth(&self, actor: &str, depth: i64) {
+        self.actor_mailbox.with_label_values(&[actor]).set(depth);
+    }
+
+    fn message_handled(&self, actor: &str, seconds: f64) {
+        self.actor_messages.with_label_values(&[actor]).inc();
+        self.actor_message_duration
+            .with_label_values(&[actor])
+            .observe(seconds);
+    }
+
+    fn write_batch(&self, size: usize, seconds: f64) {
+        self.write_batch_size.observe(size as f64);
+        self.write_batch_duration.observe(seconds);
+    }
+
+    fn write_commands(&self, op: &str, outcome: &str, n: u64) {
+        self.write_commands.with_label_values(&[op, outcome]).inc_by(n);
+    }
+
+    fn query_reads(&self, source: ReadSource, n: u64) {
+        self.query_reads.with_label_values(&[source.label()]).inc_by(n);
+    }
+
+    fn query_batch(&self, size: usize) {
+        self.query_batch_size.observe(size as f64);
+    }
+
+    fn db_error(&self, kind: &str) {
+        self.db_errors.with_label_values(&[kind]).inc();
+    }
+}
