@@ -156,6 +156,8 @@ impl App {
             mut supervisor_done,
             pool,
         } = self;
+        let http_port = http_listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let admin_port = admin_listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let stop_api = CancellationToken::new();
         let stop_admin = CancellationToken::new();
         let api_server = tokio::spawn(
@@ -171,7 +173,7 @@ impl App {
                 .run(),
         );
         lifecycle.set(Phase::Ready);
-        tracing::info!("ready");
+        tracing::info!(http_port, admin_port, "ready");
 
         tokio::select! {
             () = shutdown => {}
