@@ -115,6 +115,11 @@ variable "db_backup_retention_days" {
   type        = number
   description = "Automated backup / point-in-time restore window in days (7-35)."
   default     = 7
+
+  validation {
+    condition     = var.db_backup_retention_days >= 7 && var.db_backup_retention_days <= 35
+    error_message = "db_backup_retention_days must be 7-35: point-in-time restore needs at least a week of backups (docs/recovery.md)."
+  }
 }
 
 variable "db_max_connections_alarm" {

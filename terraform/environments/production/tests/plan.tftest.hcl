@@ -1,0 +1,66 @@
+# Offline plan with a mocked AWS provider (terraform test, Terraform >= 1.7): catches what
+# `validate` cannot (expressions over real variable values, counts, variable validations)
+# without credentials. Run by scripts/ops/check-terraform.
+mock_provider "aws" {
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1" }
+  }
+
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{}" }
+  }
+}
+
+variables {
+  allowed_account_ids = ["123456789012"]
+}
+
+run "plan_with_defaults" {
+  command = plan
+
+  assert {
+    condition     = length(output.nat_gateway_public_ips) == 3
+    error_message = "production expects 3 NAT gateway(s) with the default nat_gateway_per_az."
+  }
+
+  assert {
+    condition     = output.eks_cluster_name == "todo-production"
+    error_message = "The cluster must be named todo-production (k8s overlays and docs use it)."
+  }
+
+  assert {
+    condition     = output.db_instance_identifier == "todo-production"
+    error_message = "The DB instance must be named todo-production (docs/recovery.md uses it)."
+  }
+}
+
+run "nat_gateway_per_az_toggle" {
+  command = plan
+
+  variables {
+    nat_gateway_per_az = false
+  }
+
+  assert {
+    condition     = length(output.nat_gateway_public_ips) == 1
+    error_message = "nat_gateway_per_az must switch between one shared and one-per-AZ NAT gateways."
+  }
+}
+
+run "rejects_short_backup_retention" {
+  command = plan
+
+  variables {
+    db_backup_retention_days = 3
+  }
+
+  expect_failures = [var.db_backup_retention_days]
+}
