@@ -1,1 +1,9 @@
+//! Integration tests: one binary, every test against real PostgreSQL (a fresh database
+//! per test). `scripts/test` prepares the servers; run alone, set TEST_PG_SERVER_URL.
 
+mod chaos;
+mod health;
+mod helpers;
+mod lifecycle;
+mod store;
+mod todos;

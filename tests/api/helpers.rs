@@ -1,0 +1,257 @@
+//! `spawn_app()` (in-process, fresh database) and `spawn_process()` (the real binary),
+//! plus typed request helpers.
+
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use todo_service::app::{App, Exit};
+use todo_service::config::Settings;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_server_url() -> String {
+    std::env::var("TEST_PG_SERVER_URL")
+        .or_else(|_| std::env::var("PG_SERVER_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let settings = Settings::from_env().expect("settings");
+            std::mem::forget(todo_service::telemetry::init(&settings.telemetry));
+        }
+    });
+}
+
+/// Creates an empty database and returns its URL. Fails loudly when PostgreSQL is down.
+pub async fn create_database() -> String {
+    let server = pg_server_url();
+    let (client, connection) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {server} ({e}): start it, or run scripts/test, \
+                 which finds or starts one"
+            )
+        });
+    tokio::spawn(connection);
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    client
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await
+        .expect("create test database");
+    format!("{server}/{name}")
+}
+
+/// A connection to a test database (for asserting what is stored).
+pub async fn db(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+}
+
+/// Settings for a test: environment, then port 0, the given database, chaos on.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut s = Settings::from_env().expect("settings from environment");
+    s.http.http_addr = "127.0.0.1:0".parse().expect("addr");
+    s.http.admin_addr = "127.0.0.1:0".parse().expect("addr");
+    s.http.public_url = None;
+    s.http.chaos_enabled = true;
+    s.http.admin_token = Some(ADMIN_TOKEN.parse().expect("token"));
+    s.db.database_url = Some(database_url.parse().expect("url"));
+    s.lifecycle.shutdown_delay_s = 0;
+    s.lifecycle.shutdown_grace_s = 5;
+    s
+}
+
+/// A running in-process app.
+pub struct TestApp {
+    pub address: String,
+    pub admin: String,
+    pub db_url: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _done: JoinHandle<anyhow::Result<Exit>>,
+}
+
+/// Starts the app on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app on a fresh database with `tweak` applied to its settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db_url = create_database().await;
+    spawn_app_at(db_url, tweak).await
+}
+
+/// Starts the app on the database at `db_url`.
+pub async fn spawn_app_at(db_url: String, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let mut settings = test_settings(&db_url);
+    tweak(&mut settings);
+    let app = App::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.http_port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let app = TestApp {
+        address,
+        admin,
+        db_url,
+        client,
+        stop: Some(stop),
+        _done: done,
+    };
+    app.wait_ready(Duration::from_secs(10)).await;
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_todo(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/todos"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates a todo and returns its JSON.
+    pub async fn create(&self, title: &str) -> Value {
+        let r = self.post_todo(&json!({ "title": title })).await;
+        assert_eq!(r.status(), 201, "create {title}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Fires a chaos hook; true when accepted.
+    pub async fn chaos(&self, action: &str, actor: &str) -> bool {
+        self.client
+            .post(format!("{}/admin/chaos/{action}/{actor}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .map(|r| r.status() == 202)
+            .unwrap_or(false)
+    }
+
+    /// Waits until /readyz is 200 with every actor up.
+    pub async fn wait_ready(&self, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.admin)).send().await {
+                if r.status() == 200 {
+                    let body: Value = r.json().await.unwrap_or_default();
+                    let c = &body["components"];
+                    if c["writer"] == "up" && c["shards"]["up"] == c["shards"]["total"] {
+                        return started.elapsed();
+                    }
+                }
+            }
+            assert!(started.elapsed() < within, "not ready within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The real binary, started as a child process.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub address: String,
+    pub admin: String,
+    pub db_url: String,
+}
+
+/// Starts `todo-service serve` on a fresh database with `env` added; waits for "ready".
+pub async fn spawn_process(env: &[(&str, &str)]) -> ServiceProcess {
+    let db_url = create_database().await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_todo-service"));
+    cmd.arg("serve")
+        .env("DATABASE_URL", &db_url)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("ADMIN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("CHAOS_ENABLED", "true")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start todo-service");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (http_port, admin_port) = loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .expect("todo-service did not log ready in time")
+            .expect("read stdout")
+            .expect("todo-service exited before it was ready");
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["message"] == "ready" {
+                break (v["http_port"].as_u64().expect("port"), v["admin_port"].as_u64().expect("port"));
+            }
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ServiceProcess {
+        child,
+        address: format!("http://127.0.0.1:{http_port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        db_url,
+    }
+}
