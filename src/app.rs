@@ -59,7 +59,9 @@ impl App {
         settings.validate().map_err(anyhow::Error::msg)?;
         tracing::info!(settings = ?settings, "starting");
         let pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
-        let applied = db::migrate(&pg).await.context("applying database migrations")?;
+        let applied = db::migrate(&pg)
+            .await
+            .context("applying database migrations")?;
         tracing::info!(?applied, "migrations applied");
         let pool = db::create_pool(&pg, settings.db.pool_size as usize)
             .context("creating the database pool")?;
@@ -131,19 +133,28 @@ impl App {
 
     /// The API port actually bound (useful with port 0).
     pub fn http_port(&self) -> u16 {
-        self.http_listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.http_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
     }
 
     /// The admin port actually bound.
     pub fn admin_port(&self) -> u16 {
-        self.admin_listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.admin_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
     }
 
     /// Serves until `shutdown` completes (then drains) or the supervisor melts down.
     ///
     /// # Errors
     /// When a server task fails unexpectedly.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<Exit> {
         let Self {
             settings,
             http_listener,
@@ -190,7 +201,10 @@ impl App {
 
         let grace = Duration::from_secs(settings.lifecycle.shutdown_grace_s);
         lifecycle.set(Phase::Draining);
-        tracing::info!(delay_s = settings.lifecycle.shutdown_delay_s, "draining: readiness is 503");
+        tracing::info!(
+            delay_s = settings.lifecycle.shutdown_delay_s,
+            "draining: readiness is 503"
+        );
         tokio::time::sleep(Duration::from_secs(settings.lifecycle.shutdown_delay_s)).await;
 
         stop_api.cancel();

@@ -97,7 +97,10 @@ impl fmt::Debug for HttpSettings {
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
             .field("chaos_enabled", &self.chaos_enabled)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -143,7 +146,10 @@ pub struct DbSettings {
 impl fmt::Debug for DbSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DbSettings")
-            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("pg_host", &self.pg_host)
             .field("pg_port", &self.pg_port)
             .field("pg_user", &self.pg_user)
@@ -290,10 +296,12 @@ impl Settings {
         if self.http.chaos_enabled && self.http.admin_token.is_none() {
             return Err("CHAOS_ENABLED=true needs ADMIN_TOKEN".into());
         }
-        if let Some(url) = &self.http.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("PUBLIC_URL must start with http:// or https://, got {url}"));
-            }
+        if let Some(url) = &self.http.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "PUBLIC_URL must start with http:// or https://, got {url}"
+            ));
         }
         if let Some(origin) = self
             .http
@@ -302,7 +310,9 @@ impl Settings {
             .map(str::trim)
             .find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")))
         {
-            return Err(format!("CORS_ORIGINS entries must be * or http(s) origins, got {origin}"));
+            return Err(format!(
+                "CORS_ORIGINS entries must be * or http(s) origins, got {origin}"
+            ));
         }
         Ok(())
     }

@@ -28,10 +28,12 @@ async fn main() -> ExitCode {
 
 async fn serve(settings: todo_service::config::Settings) -> anyhow::Result<ExitCode> {
     let app = App::build(settings).await?;
-    Ok(match app.run_until_stopped(shutdown::shutdown_signal()).await? {
-        Exit::Clean => ExitCode::SUCCESS,
-        Exit::MeltedDown => ExitCode::from(3),
-    })
+    Ok(
+        match app.run_until_stopped(shutdown::shutdown_signal()).await? {
+            Exit::Clean => ExitCode::SUCCESS,
+            Exit::MeltedDown => ExitCode::from(3),
+        },
+    )
 }
 
 async fn migrate(settings: &todo_service::config::Settings) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,9 @@ use todo_actors::metrics::{MetricsSink, ReadSource};
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// All metrics.
 pub struct Metrics {
@@ -58,18 +60,27 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let gauge =
             |name: &str, help: &str| register(r, IntGauge::new(name, help).expect("valid metric"));
         let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             register(
                 r,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-                    .expect("valid metric"),
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    labels,
+                )
+                .expect("valid metric"),
             )
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
@@ -105,7 +116,11 @@ impl Metrics {
                 &["actor"],
                 LATENCY_BUCKETS,
             ),
-            write_batch_size: histogram("todo_write_batch_size", "Commands per write batch", BATCH_BUCKETS),
+            write_batch_size: histogram(
+                "todo_write_batch_size",
+                "Commands per write batch",
+                BATCH_BUCKETS,
+            ),
             write_batch_duration: histogram(
                 "todo_write_batch_duration_seconds",
                 "Time from batch start to the last reply",
@@ -116,7 +131,11 @@ impl Metrics {
                 "Write commands by outcome",
                 &["op", "outcome"],
             ),
-            query_reads: counter("todo_query_reads_total", "Point reads by source", &["source"]),
+            query_reads: counter(
+                "todo_query_reads_total",
+                "Point reads by source",
+                &["source"],
+            ),
             query_batch_size: histogram(
                 "todo_query_batch_size",
                 "Ids per batched point-read query",
@@ -184,11 +203,15 @@ impl MetricsSink for Metrics {
     }
 
     fn write_commands(&self, op: &str, outcome: &str, n: u64) {
-        self.write_commands.with_label_values(&[op, outcome]).inc_by(n);
+        self.write_commands
+            .with_label_values(&[op, outcome])
+            .inc_by(n);
     }
 
     fn query_reads(&self, source: ReadSource, n: u64) {
-        self.query_reads.with_label_values(&[source.label()]).inc_by(n);
+        self.query_reads
+            .with_label_values(&[source.label()])
+            .inc_by(n);
     }
 
     fn query_batch(&self, size: usize) {

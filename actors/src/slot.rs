@@ -47,7 +47,10 @@ impl<M: Message> ActorSlot<M> {
 
     /// The running incarnation, if any.
     pub fn get(&self) -> Option<ActorRef<M>> {
-        self.current.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Installs (or, with `None`, removes) the running incarnation. A new incarnation

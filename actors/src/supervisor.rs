@@ -165,7 +165,9 @@ impl<S: TodoStore> Actor for RootSupervisor<S> {
         self.clear_slot(state, child, cell.get_id());
         if state.handles.health.is_draining() {
             tracing::info!(actor = %child.name(), %reason, "actor stopped during shutdown");
-            state.handles.record(&child.name(), ActorStatus::Stopped, None);
+            state
+                .handles
+                .record(&child.name(), ActorStatus::Stopped, None);
             return Ok(());
         }
         tracing::error!(actor = %child.name(), %reason, "supervised actor went down");
@@ -268,18 +270,27 @@ impl<S: TodoStore> RootSupervisor<S> {
                 "restart intensity exceeded; giving up so the process is restarted"
             );
             state.handles.health.melt();
-            state.handles.record(&child.name(), ActorStatus::Stopped, Some(reason));
+            state
+                .handles
+                .record(&child.name(), ActorStatus::Stopped, Some(reason));
             myself.stop(Some("restart intensity exceeded".into()));
             return;
         }
         let recent = state.recent.entry(child).or_default();
         recent.push_back(now);
-        while recent.front().is_some_and(|t| now.duration_since(*t) > period) {
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > period)
+        {
             recent.pop_front();
         }
-        let exponent = u32::try_from(recent.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+        let exponent = u32::try_from(recent.len().saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(16);
         let delay = (FIRST_RESTART_DELAY * 2u32.pow(exponent)).min(MAX_RESTART_DELAY);
-        state.handles.record(&child.name(), ActorStatus::Restarting, Some(reason));
+        state
+            .handles
+            .record(&child.name(), ActorStatus::Restarting, Some(reason));
         tracing::warn!(actor = %child.name(), delay_ms = delay.as_millis() as u64, "restarting actor");
         myself.send_after(delay, move || RootMessage::Restart(child));
     }

@@ -256,13 +256,28 @@ impl PgWriter {
             (Step::Creates(todos), Raw::Inserted) => {
                 out.extend(todos.iter().map(|t| Ok(WriteEffect::Created((*t).clone()))));
             }
-            (Step::One(WriteCommand::Update { owner, id, expected_version, .. }), Raw::Rows(rows)) => {
+            (
+                Step::One(WriteCommand::Update {
+                    owner,
+                    id,
+                    expected_version,
+                    ..
+                }),
+                Raw::Rows(rows),
+            ) => {
                 out.push(match rows.first() {
                     Some(row) => Ok(WriteEffect::Updated(todo_from_row(row)?)),
                     None => Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?),
                 });
             }
-            (Step::One(WriteCommand::Delete { owner, id, expected_version }), Raw::Rows(rows)) => {
+            (
+                Step::One(WriteCommand::Delete {
+                    owner,
+                    id,
+                    expected_version,
+                }),
+                Raw::Rows(rows),
+            ) => {
                 out.push(if rows.is_empty() {
                     Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?)
                 } else {
@@ -281,7 +296,9 @@ impl PgWriter {
                         .collect::<Result<_, _>>()?,
                 }));
             }
-            _ => out.push(Err(DomainError::Unavailable("unexpected statement result".into()))),
+            _ => out.push(Err(DomainError::Unavailable(
+                "unexpected statement result".into(),
+            ))),
         }
         Ok(())
     }
@@ -301,13 +318,18 @@ impl PgWriter {
             .query_opt(&stmts.version, &[&owner.as_ref(), &id.into_inner()])
             .await?;
         Ok(match row {
-            Some(r) => DomainError::PreconditionFailed { current: r.try_get(0)? },
+            Some(r) => DomainError::PreconditionFailed {
+                current: r.try_get(0)?,
+            },
             None => DomainError::NotFound,
         })
     }
 
     /// Fast path: every step pipelined, one COMMIT.
-    async fn apply_pipelined(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
+    async fn apply_pipelined(
+        &mut self,
+        commands: &[WriteCommand],
+    ) -> Result<BatchOutcome, Attempt> {
         let steps = plan(commands);
         let tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let stmts = &self.stmts;
@@ -369,7 +391,11 @@ enum Attempt {
 
 impl Attempt {
     fn classify(e: tokio_postgres::Error) -> Self {
-        if is_data_error(&e) { Self::DataError } else { Self::Failed(e) }
+        if is_data_error(&e) {
+            Self::DataError
+        } else {
+            Self::Failed(e)
+        }
     }
 
     fn into_store_error(self) -> StoreError {
@@ -382,9 +408,10 @@ impl Attempt {
 }
 
 fn rejected(e: &tokio_postgres::Error) -> DomainError {
-    let message = e
-        .as_db_error()
-        .map_or_else(|| "rejected by the database".to_owned(), |d| d.message().to_owned());
+    let message = e.as_db_error().map_or_else(
+        || "rejected by the database".to_owned(),
+        |d| d.message().to_owned(),
+    );
     DomainError::invalid("body", message)
 }
 

@@ -36,14 +36,19 @@ pub struct AdminContext {
 type Ctx = Arc<AdminContext>;
 
 /// All admin routes.
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+pub fn routes(
+    ctx: Ctx,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     let c = move || {
         let ctx = Arc::clone(&ctx);
         warp::any().map(move || Arc::clone(&ctx))
     };
     let livez = warp::path!("livez").and(warp::get()).and(c()).map(livez);
     let readyz = warp::path!("readyz").and(warp::get()).and(c()).then(readyz);
-    let metrics = warp::path!("metrics").and(warp::get()).and(c()).map(metrics);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(c())
+        .map(metrics);
     let actors = warp::path!("admin" / "actors")
         .and(warp::get())
         .and(c())
@@ -85,7 +90,12 @@ async fn readyz(ctx: Ctx) -> Response {
         Ok(Ok(()))
     );
     let writer = ctx.handles.writer.get().is_some();
-    let shards_up = ctx.handles.shards.iter().filter(|s| s.get().is_some()).count();
+    let shards_up = ctx
+        .handles
+        .shards
+        .iter()
+        .filter(|s| s.get().is_some())
+        .count();
     let shards_total = ctx.handles.shards.len();
     let phase = ctx.lifecycle.phase();
     let live = ctx.handles.health.is_live();
@@ -107,7 +117,11 @@ async fn readyz(ctx: Ctx) -> Response {
             "shards": {"up": shards_up, "total": shards_total},
         }
     });
-    let code = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
 }
 

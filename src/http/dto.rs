@@ -126,7 +126,7 @@ impl TodoBody {
                 "give at least one of title, completed, order",
             ));
         }
-        let title = self.title.map(|v| parse_title(v, &mut errors)).flatten();
+        let title = self.title.and_then(|v| parse_title(v, &mut errors));
         let completed = optional_bool(self.completed, &mut errors);
         let order = optional_order(self.order, &mut errors);
         if errors.is_empty() {
@@ -224,9 +224,19 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
-    if ok { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
 }
 
 /// The absolute base URL of this API as the client sees it: `PUBLIC_URL`, else
@@ -248,7 +258,12 @@ pub fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
         for pair in forwarded.split(';') {
             let mut kv = pair.splitn(2, '=');
             let key = kv.next().unwrap_or_default().trim().to_ascii_lowercase();
-            let value = kv.next().unwrap_or_default().trim().trim_matches('"').to_owned();
+            let value = kv
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches('"')
+                .to_owned();
             match key.as_str() {
                 "proto" => proto = Some(value),
                 "host" => host = Some(value),
@@ -283,7 +298,10 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().expect("valid"));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().expect("valid"),
+        );
         h
     }
 
@@ -318,8 +336,16 @@ mod tests {
         h.insert("x-forwarded-proto", "https".parse().expect("valid"));
         h.insert("x-forwarded-host", "todo.example".parse().expect("valid"));
         assert_eq!(base_url(None, &h), "https://todo.example");
-        h.insert("forwarded", "for=1.2.3.4;proto=http;host=fw.example".parse().expect("valid"));
+        h.insert(
+            "forwarded",
+            "for=1.2.3.4;proto=http;host=fw.example"
+                .parse()
+                .expect("valid"),
+        );
         assert_eq!(base_url(None, &h), "http://fw.example");
-        assert_eq!(base_url(Some("https://pub.example"), &h), "https://pub.example");
+        assert_eq!(
+            base_url(Some("https://pub.example"), &h),
+            "https://pub.example"
+        );
     }
 }

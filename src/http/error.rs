@@ -135,7 +135,9 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid { field, message } => Self::field(field, message),
             DomainError::NotFound => Self::NotFound,
             DomainError::PreconditionFailed { current } => Self::PreconditionFailed(current),
-            DomainError::Unavailable(why) => Self::Unavailable(format!("temporarily unavailable: {why}")),
+            DomainError::Unavailable(why) => {
+                Self::Unavailable(format!("temporarily unavailable: {why}"))
+            }
             DomainError::OutcomeUnknown(why) => Self::Unavailable(format!(
                 "the outcome is unknown ({why}); retry with the same Idempotency-Key"
             )),
@@ -178,7 +180,10 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallib
         ApiError::MethodNotAllowed("GET, POST, PUT, PATCH, DELETE, OPTIONS")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::PayloadTooLarge(super::MAX_BODY_BYTES)
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         ApiError::UnsupportedMediaType
     } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()

@@ -31,7 +31,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-Match, If-None-Match, Idempotency-Key, X-Request-Id, traceparent";
-const EXPOSE_HEADERS: &str = "ETag, Location, Link, X-Request-Id, Retry-After, Idempotent-Replayed, X-Cache";
+const EXPOSE_HEADERS: &str =
+    "ETag, Location, Link, X-Request-Id, Retry-After, Idempotent-Replayed, X-Cache";
 
 /// Where the process is in its life, as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +193,10 @@ fn preflight(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> 
                         header::ACCESS_CONTROL_ALLOW_HEADERS,
                         HeaderValue::from_static(ALLOW_HEADERS),
                     );
-                    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+                    h.insert(
+                        header::ACCESS_CONTROL_MAX_AGE,
+                        HeaderValue::from_static("86400"),
+                    );
                 }
                 Ok(response)
             }
@@ -325,9 +329,7 @@ where
 
 /// The raw query string ("" when there is none). Never rejects.
 pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// Binds a listener; bind errors reach the caller instead of panicking in warp.

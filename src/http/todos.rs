@@ -13,8 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use todo_actors::domain::{
-    Cursor, ListQuery, MAX_LIST_LIMIT, Owner, Todo, TodoId, WriteCommand, WriteEffect,
-    now,
+    Cursor, ListQuery, MAX_LIST_LIMIT, Owner, Todo, TodoId, WriteCommand, WriteEffect, now,
 };
 use todo_actors::metrics::ReadSource;
 use todo_actors::shard::{ReadOutcome, ShardMessage};
@@ -58,7 +57,8 @@ fn collection(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(headers())
         .and(raw_query())
         .then(clear_todos);
-    let other = path().map(|| ApiError::MethodNotAllowed("GET, POST, DELETE, OPTIONS").into_response());
+    let other =
+        path().map(|| ApiError::MethodNotAllowed("GET, POST, DELETE, OPTIONS").into_response());
     list.or(create).unify().or(clear).unify().or(other).unify()
 }
 
@@ -117,7 +117,8 @@ fn todo_id(raw: &str) -> Result<TodoId, ApiError> {
 }
 
 fn etag(todo: &Todo) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", todo.version)).unwrap_or(HeaderValue::from_static("\"0\""))
+    HeaderValue::from_str(&format!("\"{}\"", todo.version))
+        .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 fn todo_response(ctx: &Ctx, headers: &HeaderMap, todo: &Todo, status: StatusCode) -> Response {
@@ -127,10 +128,8 @@ fn todo_response(ctx: &Ctx, headers: &HeaderMap, todo: &Todo, status: StatusCode
     let mut response = warp::reply::with_status(warp::reply::json(&dto), status).into_response();
     let h = response.headers_mut();
     h.insert(header::ETAG, etag(todo));
-    if status == StatusCode::CREATED {
-        if let Some(location) = location {
-            h.insert(header::LOCATION, location);
-        }
+    if let (StatusCode::CREATED, Some(location)) = (status, location) {
+        h.insert(header::LOCATION, location);
     }
     response
 }
@@ -163,7 +162,10 @@ async fn list_todos(ctx: Ctx, headers: HeaderMap, query: String) -> Response {
             let mut todos = ctx
                 .handles
                 .shard_for(&owner)
-                .call(|reply| ShardMessage::List { query, reply }, ctx.request_timeout)
+                .call(
+                    |reply| ShardMessage::List { query, reply },
+                    ctx.request_timeout,
+                )
                 .await??;
             let more = todos.len() > params.limit as usize;
             todos.truncate(params.limit as usize);
@@ -234,10 +236,17 @@ async fn get_todo(id: String, ctx: Ctx, headers: HeaderMap) -> Response {
         async {
             let owner = owner(&ctx, &headers)?;
             let id = todo_id(&id)?;
-            let ReadOutcome { todo, source, stale } = ctx
+            let ReadOutcome {
+                todo,
+                source,
+                stale,
+            } = ctx
                 .handles
                 .shard_for(&owner)
-                .call(|reply| ShardMessage::Get { owner, id, reply }, ctx.request_timeout)
+                .call(
+                    |reply| ShardMessage::Get { owner, id, reply },
+                    ctx.request_timeout,
+                )
                 .await??;
             let mut response = todo_response(&ctx, &headers, &todo, StatusCode::OK);
             let cache = match (stale, source) {
@@ -285,7 +294,9 @@ async fn update_todo(
                 at: now(),
             };
             match write(&ctx, command).await? {
-                WriteEffect::Updated(todo) => Ok(todo_response(&ctx, &headers, &todo, StatusCode::OK)),
+                WriteEffect::Updated(todo) => {
+                    Ok(todo_response(&ctx, &headers, &todo, StatusCode::OK))
+                }
                 _ => Err(ApiError::Internal),
             }
         }
@@ -345,17 +356,21 @@ impl ListParams {
                         .ok()
                         .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
                         .ok_or_else(|| {
-                            ApiError::field("limit", format!("must be an integer from 1 to {MAX_LIST_LIMIT}"))
+                            ApiError::field(
+                                "limit",
+                                format!("must be an integer from 1 to {MAX_LIST_LIMIT}"),
+                            )
                         })?;
                 }
                 "cursor" => {
-                    params.cursor = Some(
-                        decode_cursor(&value)
-                            .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API made"))?,
-                    );
+                    params.cursor = Some(decode_cursor(&value).ok_or_else(|| {
+                        ApiError::field("cursor", "is not a cursor this API made")
+                    })?);
                 }
                 other => {
-                    return Err(ApiError::BadRequest(format!("unknown query parameter {other:?}")));
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown query parameter {other:?}"
+                    )));
                 }
             }
         }

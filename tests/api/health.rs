@@ -17,17 +17,35 @@ async fn health_livez_readyz_and_actors_answer() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["components"]["database"], "up");
     assert_eq!(body["components"]["writer"], "up");
-    let actors: Vec<Value> = app.admin_get("/admin/actors").await.json().await.expect("json");
-    let names: Vec<&str> = actors.iter().map(|a| a["name"].as_str().expect("name")).collect();
-    assert_eq!(names, ["metrics", "shard-0", "shard-1", "shard-2", "shard-3", "writer"]);
-    assert!(actors.iter().all(|a| a["status"] == "running" && a["restarts"] == 0));
+    let actors: Vec<Value> = app
+        .admin_get("/admin/actors")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = actors
+        .iter()
+        .map(|a| a["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "metrics", "shard-0", "shard-1", "shard-2", "shard-3", "writer"
+        ]
+    );
+    assert!(
+        actors
+            .iter()
+            .all(|a| a["status"] == "running" && a["restarts"] == 0)
+    );
 }
 
 #[tokio::test]
 async fn metrics_use_route_templates_and_the_contract_names() {
     let app = spawn_app().await;
     let todo = app.create("m").await;
-    app.get(&format!("/api/todos/{}", todo["id"].as_str().expect("id"))).await;
+    app.get(&format!("/api/todos/{}", todo["id"].as_str().expect("id")))
+        .await;
     app.get("/no/such/path").await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // one metrics sample
     let text = app.admin_get("/metrics").await.text().await.expect("text");
@@ -50,31 +68,59 @@ async fn metrics_use_route_templates_and_the_contract_names() {
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
-    assert!(!text.contains(todo["id"].as_str().expect("id")), "raw paths never become labels");
+    assert!(
+        !text.contains(todo["id"].as_str().expect("id")),
+        "raw paths never become labels"
+    );
 }
 
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app().await;
     for path in ["/", "/api", "/api/todo", "/api/todos/a/b", "/nope"] {
-        let r = app.client.post(app.url(path)).send().await.expect("request");
+        let r = app
+            .client
+            .post(app.url(path))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(r.status(), 404, "{path}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
-    let r = app.client.put(app.url("/api/todos")).send().await.expect("request");
+    let r = app
+        .client
+        .put(app.url("/api/todos"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, POST, DELETE, OPTIONS");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r = app.client.post(app.url(&format!("/api/todos/{}", uuid::Uuid::now_v7()))).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url(&format!("/api/todos/{}", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 405);
-    let r = app.client.post(app.url("/health")).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url("/health"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 405);
 }
 
 #[tokio::test]
 async fn cors_preflight_and_simple_requests_carry_the_headers() {
     let app = spawn_app().await;
-    for (method, path) in [("POST", "/api/todos"), ("DELETE", "/api/todos"), ("PATCH", "/api/todos/x"), ("PUT", "/api/todos/x")] {
+    for (method, path) in [
+        ("POST", "/api/todos"),
+        ("DELETE", "/api/todos"),
+        ("PATCH", "/api/todos/x"),
+        ("PUT", "/api/todos/x"),
+    ] {
         let r = app
             .client
             .request(reqwest::Method::OPTIONS, app.url(path))
@@ -86,24 +132,66 @@ async fn cors_preflight_and_simple_requests_carry_the_headers() {
             .expect("request");
         assert!(r.status().is_success(), "{method} {path}");
         assert_eq!(r.headers()["access-control-allow-origin"], "*");
-        assert!(r.headers()["access-control-allow-methods"].to_str().expect("ascii").contains(method));
-        assert!(r.headers()["access-control-allow-headers"].to_str().expect("ascii").contains("If-Match"));
+        assert!(
+            r.headers()["access-control-allow-methods"]
+                .to_str()
+                .expect("ascii")
+                .contains(method)
+        );
+        assert!(
+            r.headers()["access-control-allow-headers"]
+                .to_str()
+                .expect("ascii")
+                .contains("If-Match")
+        );
     }
-    let r = app.client.get(app.url("/api/todos")).header("origin", "http://example.com").send().await.expect("request");
+    let r = app
+        .client
+        .get(app.url("/api/todos"))
+        .header("origin", "http://example.com")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    assert!(r.headers()["access-control-expose-headers"].to_str().expect("ascii").contains("Location"));
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("Location")
+    );
 
     let app = spawn_app_with(|s| s.http.cors_origins = "https://allowed.example".into()).await;
-    let r = app.client.get(app.url("/api/todos")).header("origin", "https://evil.example").send().await.expect("request");
+    let r = app
+        .client
+        .get(app.url("/api/todos"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("request");
     assert!(r.headers().get("access-control-allow-origin").is_none());
-    let r = app.client.get(app.url("/api/todos")).header("origin", "https://allowed.example").send().await.expect("request");
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://allowed.example");
+    let r = app
+        .client
+        .get(app.url("/api/todos"))
+        .header("origin", "https://allowed.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://allowed.example"
+    );
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/api/todos")).header("x-request-id", "abc-123").send().await.expect("request");
+    let r = app
+        .client
+        .get(app.url("/api/todos"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let r = app.get("/nope").await;
     assert!(!r.headers()["x-request-id"].is_empty());
@@ -112,12 +200,29 @@ async fn request_ids_are_echoed_or_made() {
 #[tokio::test]
 async fn chaos_hooks_are_hidden_without_the_token_or_when_disabled() {
     let app = spawn_app().await;
-    let r = app.client.post(format!("{}/admin/chaos/kill/writer", app.admin)).send().await.expect("request");
+    let r = app
+        .client
+        .post(format!("{}/admin/chaos/kill/writer", app.admin))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 404);
-    let r = app.client.post(format!("{}/admin/chaos/kill/writer", app.admin)).bearer_auth("wrong").send().await.expect("request");
+    let r = app
+        .client
+        .post(format!("{}/admin/chaos/kill/writer", app.admin))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 404);
     let off = spawn_app_with(|s| s.http.chaos_enabled = false).await;
-    let r = off.client.post(format!("{}/admin/chaos/kill/writer", off.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("request");
+    let r = off
+        .client
+        .post(format!("{}/admin/chaos/kill/writer", off.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 404);
     assert_eq!(off.admin_get("/readyz").await.status(), 200);
 }
@@ -147,5 +252,8 @@ async fn admission_control_answers_503_with_retry_after_when_full() {
             break;
         }
     }
-    assert!(saw_503, "a second concurrent request beyond MAX_IN_FLIGHT=1 got 503");
+    assert!(
+        saw_503,
+        "a second concurrent request beyond MAX_IN_FLIGHT=1 got 503"
+    );
 }

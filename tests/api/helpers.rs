@@ -27,7 +27,7 @@ fn init_logs() {
     ONCE.get_or_init(|| {
         if std::env::var("TEST_LOG").is_ok() {
             let settings = Settings::from_env().expect("settings");
-            std::mem::forget(todo_service::telemetry::init(&settings.telemetry));
+            let _guard = todo_service::telemetry::init(&settings.telemetry);
         }
     });
 }
@@ -35,14 +35,15 @@ fn init_logs() {
 /// Creates an empty database and returns its URL. Fails loudly when PostgreSQL is down.
 pub async fn create_database() -> String {
     let server = pg_server_url();
-    let (client, connection) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at {server} ({e}): start it, or run scripts/test, \
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach PostgreSQL at {server} ({e}): start it, or run scripts/test, \
                  which finds or starts one"
-            )
-        });
+                )
+            });
     tokio::spawn(connection);
     let name = format!("t_{}", uuid::Uuid::now_v7().simple());
     client
@@ -146,7 +147,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -181,13 +186,17 @@ impl TestApp {
     pub async fn wait_ready(&self, within: Duration) -> Duration {
         let started = Instant::now();
         loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.admin)).send().await {
-                if r.status() == 200 {
-                    let body: Value = r.json().await.unwrap_or_default();
-                    let c = &body["components"];
-                    if c["writer"] == "up" && c["shards"]["up"] == c["shards"]["total"] {
-                        return started.elapsed();
-                    }
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.admin))
+                .send()
+                .await
+                && r.status() == 200
+            {
+                let body: Value = r.json().await.unwrap_or_default();
+                let c = &body["components"];
+                if c["writer"] == "up" && c["shards"]["up"] == c["shards"]["total"] {
+                    return started.elapsed();
                 }
             }
             assert!(started.elapsed() < within, "not ready within {within:?}");
@@ -240,10 +249,13 @@ pub async fn spawn_process(env: &[(&str, &str)]) -> ServiceProcess {
             .expect("todo-service did not log ready in time")
             .expect("read stdout")
             .expect("todo-service exited before it was ready");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["message"] == "ready" {
-                break (v["http_port"].as_u64().expect("port"), v["admin_port"].as_u64().expect("port"));
-            }
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == "ready"
+        {
+            break (
+                v["http_port"].as_u64().expect("port"),
+                v["admin_port"].as_u64().expect("port"),
+            );
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.

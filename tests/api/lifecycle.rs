@@ -23,13 +23,24 @@ async fn sigterm_during_a_burst_answers_every_request_keeps_every_ack_and_exits_
         async move {
             let mut out = Vec::new();
             for i in 0..10 {
-                let r = client.post(&url).json(&json!({"title": format!("burst {c}-{i}")})).send().await;
+                let r = client
+                    .post(&url)
+                    .json(&json!({"title": format!("burst {c}-{i}")}))
+                    .send()
+                    .await;
                 let outcome = match r {
                     Ok(r) if r.status() == 201 => {
                         if acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 50 {
-                            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                            let _ = std::process::Command::new("kill")
+                                .args(["-TERM", &pid.to_string()])
+                                .status();
                         }
-                        Ok(Some(r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned()))
+                        Ok(Some(
+                            r.json::<Value>().await.expect("json")["id"]
+                                .as_str()
+                                .expect("id")
+                                .to_owned(),
+                        ))
                     }
                     // Answered, but not acknowledged (a 503 while draining is allowed).
                     Ok(r) => {
@@ -44,7 +55,11 @@ async fn sigterm_during_a_burst_answers_every_request_keeps_every_ack_and_exits_
         }
     }))
     .await;
-    let readyz = client.get(format!("{}/readyz", p.admin)).send().await.expect("admin still up");
+    let readyz = client
+        .get(format!("{}/readyz", p.admin))
+        .send()
+        .await
+        .expect("admin still up");
     assert_eq!(readyz.status(), 503, "readiness is 503 while draining");
     let status = tokio::time::timeout(Duration::from_secs(20), p.child.wait())
         .await
@@ -54,10 +69,20 @@ async fn sigterm_during_a_burst_answers_every_request_keeps_every_ack_and_exits_
     assert_eq!(status.code(), Some(0));
     let outcomes: Vec<_> = results.into_iter().flatten().collect();
     let unanswered: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
-    assert!(unanswered.is_empty(), "requests without an answer: {unanswered:?}");
-    let ids: Vec<String> = outcomes.into_iter().filter_map(|o| o.ok().flatten()).collect();
+    assert!(
+        unanswered.is_empty(),
+        "requests without an answer: {unanswered:?}"
+    );
+    let ids: Vec<String> = outcomes
+        .into_iter()
+        .filter_map(|o| o.ok().flatten())
+        .collect();
     assert!(ids.len() >= 50);
-    let rows = db(&p.db_url).await.query("SELECT id::text FROM todos", &[]).await.expect("rows");
+    let rows = db(&p.db_url)
+        .await
+        .query("SELECT id::text FROM todos", &[])
+        .await
+        .expect("rows");
     let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
     for id in &ids {
         assert!(stored.contains(id), "acknowledged create {id} lost");
@@ -67,7 +92,10 @@ async fn sigterm_during_a_burst_answers_every_request_keeps_every_ack_and_exits_
 #[tokio::test]
 async fn exceeding_restart_intensity_fails_livez_then_exits_non_zero() {
     let mut p = spawn_process(&[("RESTART_INTENSITY", "2"), ("RESTART_PERIOD_S", "60")]).await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
     let mut saw_livez_503 = false;
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -88,7 +116,10 @@ async fn exceeding_restart_intensity_fails_livez_then_exits_non_zero() {
         }
     };
     assert!(!status.success(), "exit status {status:?}");
-    assert!(saw_livez_503, "/livez reported the meltdown before the exit");
+    assert!(
+        saw_livez_503,
+        "/livez reported the meltdown before the exit"
+    );
 }
 
 /// A PostgreSQL server of the test's own, started and stopped at will.
@@ -99,7 +130,11 @@ struct PrivatePg {
 }
 
 fn as_postgres(program: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     let mut cmd = if root {
         let mut c = std::process::Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -117,11 +152,31 @@ impl PrivatePg {
         ));
         let dir = std::env::temp_dir().join(format!("todo-pg-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let _ = std::process::Command::new("chown").args(["postgres"]).arg(&dir).status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let _ = std::process::Command::new("chown")
+            .args(["postgres"])
+            .arg(&dir)
+            .status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let data = dir.join("data");
-        let out = as_postgres(&bin.join("initdb"), &["-D", data.to_str().expect("utf8"), "-U", "postgres", "--auth=trust"]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().expect("utf8"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pg = Self { dir, port, bin };
         pg.start();
         pg
@@ -133,23 +188,66 @@ impl PrivatePg {
 
     fn start(&self) {
         let data = self.dir.join("data");
-        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.display());
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.display()
+        );
         let log = self.dir.join("log");
-        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().expect("utf8"), "-l", log.to_str().expect("utf8"), "-o", &opts, "-w", "start"]);
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf8"),
+                "-l",
+                log.to_str().expect("utf8"),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn stop(&self) {
         let data = self.dir.join("data");
-        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().expect("utf8"), "-m", "fast", "-w", "stop"]);
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf8"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -159,12 +257,20 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
     // Arrange: a private server, the app on it, some acknowledged todos.
     let pg = PrivatePg::start_new();
     let admin = db(&pg.url("postgres")).await;
-    admin.execute("CREATE DATABASE todos", &[]).await.expect("create db");
+    admin
+        .execute("CREATE DATABASE todos", &[])
+        .await
+        .expect("create db");
     drop(admin);
     let app = spawn_app_at(pg.url("todos"), |_| {}).await;
     let mut acked = Vec::new();
     for i in 0..20 {
-        acked.push(app.create(&format!("before {i}")).await["id"].as_str().expect("id").to_owned());
+        acked.push(
+            app.create(&format!("before {i}")).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
     }
     let cached = format!("/api/todos/{}", acked[0]);
     assert_eq!(app.get(&cached).await.status(), 200);
@@ -175,13 +281,21 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
     // Assert: fast 503 + Retry-After for writes, unknown reads and lists; stale cache hits.
     for i in 0..5 {
         let started = Instant::now();
-        let r = app.post_todo(&json!({"title": format!("during {i}")})).await;
-        assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+        let r = app
+            .post_todo(&json!({"title": format!("during {i}")}))
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answered in {:?}",
+            started.elapsed()
+        );
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
     }
     let started = Instant::now();
-    let r = app.get(&format!("/api/todos/{}", uuid::Uuid::now_v7())).await;
+    let r = app
+        .get(&format!("/api/todos/{}", uuid::Uuid::now_v7()))
+        .await;
     assert_eq!(r.status(), 503);
     let r2 = app.get("/api/todos").await;
     assert_eq!(r2.status(), 503);
@@ -192,7 +306,10 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
     assert_eq!(app.admin_get("/livez").await.status(), 200);
     let ready = app.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<Value>().await.expect("json")["components"]["database"], "down");
+    assert_eq!(
+        ready.json::<Value>().await.expect("json")["components"]["database"],
+        "down"
+    );
 
     // Act: start it again.
     pg.start();
@@ -202,16 +319,30 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
     loop {
         let r = app.post_todo(&json!({"title": "after"})).await;
         if r.status() == 201 {
-            acked.push(r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned());
+            acked.push(
+                r.json::<Value>().await.expect("json")["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned(),
+            );
             break;
         }
         assert_eq!(r.status(), 503);
         assert!(Instant::now() < deadline, "writes did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let list: Vec<Value> = app.get("/api/todos?limit=1000").await.json().await.expect("json");
+    let list: Vec<Value> = app
+        .get("/api/todos?limit=1000")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(list.len(), acked.len());
-    let rows = db(&pg.url("todos")).await.query("SELECT id::text FROM todos", &[]).await.expect("rows");
+    let rows = db(&pg.url("todos"))
+        .await
+        .query("SELECT id::text FROM todos", &[])
+        .await
+        .expect("rows");
     let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
     for id in &acked {
         assert!(stored.contains(id), "acknowledged {id} lost");

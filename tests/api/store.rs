@@ -1,6 +1,9 @@
 //! `PgStore` directly against PostgreSQL: the batch semantics the writer relies on.
 
-use todo_actors::domain::{DomainError, NewTodo, Owner, Todo, TodoChange, TodoId, TodoTitle, WriteCommand, WriteEffect, now};
+use todo_actors::domain::{
+    DomainError, NewTodo, Owner, Todo, TodoChange, TodoId, TodoTitle, WriteCommand, WriteEffect,
+    now,
+};
 use todo_actors::store::{TodoStore, WriteConn};
 use todo_service::db::{PgStore, migrate};
 
@@ -10,7 +13,11 @@ fn new_todo(title: &str) -> Todo {
     Todo::create(
         TodoId::generate(),
         Owner::public(),
-        NewTodo { title: TodoTitle::parse(title).expect("valid"), completed: false, order: None },
+        NewTodo {
+            title: TodoTitle::parse(title).expect("valid"),
+            completed: false,
+            order: None,
+        },
         now(),
     )
 }
@@ -21,19 +28,30 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
     let url = create_database().await;
     let config: tokio_postgres::Config = url.parse().expect("url");
     migrate(&config).await.expect("migrate");
-    let mut conn = PgStore::new(config).connect_writer().await.expect("connect");
+    let mut conn = PgStore::new(config)
+        .connect_writer()
+        .await
+        .expect("connect");
     let mut bad = new_todo("placeholder");
     bad.title = String::new();
     let good1 = new_todo("good one");
     let good2 = new_todo("good two");
     let batch = vec![
-        WriteCommand::Create { todo: good1.clone() },
+        WriteCommand::Create {
+            todo: good1.clone(),
+        },
         WriteCommand::Create { todo: bad },
-        WriteCommand::Create { todo: good2.clone() },
+        WriteCommand::Create {
+            todo: good2.clone(),
+        },
         WriteCommand::Update {
             owner: Owner::public(),
             id: TodoId::generate(),
-            change: TodoChange::Patch { title: None, completed: Some(true), order: None },
+            change: TodoChange::Patch {
+                title: None,
+                completed: Some(true),
+                order: None,
+            },
             expected_version: None,
             at: now(),
         },
@@ -42,10 +60,19 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
     let results = conn.apply_batch(&batch).await.expect("batch committed");
     // Assert
     assert_eq!(results[0], Ok(WriteEffect::Created(good1)));
-    assert!(matches!(results[1], Err(DomainError::Invalid { .. })), "{:?}", results[1]);
+    assert!(
+        matches!(results[1], Err(DomainError::Invalid { .. })),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2], Ok(WriteEffect::Created(good2)));
     assert_eq!(results[3], Err(DomainError::NotFound));
-    let count: i64 = db(&url).await.query_one("SELECT count(*) FROM todos", &[]).await.expect("count").get(0);
+    let count: i64 = db(&url)
+        .await
+        .query_one("SELECT count(*) FROM todos", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 2);
 }
 

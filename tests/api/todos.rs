@@ -12,7 +12,9 @@ async fn create_returns_201_with_location_etag_absolute_url_and_uuid_v7() {
     // Arrange
     let app = spawn_app().await;
     // Act
-    let r = app.post_todo(&json!({"title": "Buy milk", "order": 3})).await;
+    let r = app
+        .post_todo(&json!({"title": "Buy milk", "order": 3}))
+        .await;
     // Assert
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
@@ -20,7 +22,10 @@ async fn create_returns_201_with_location_etag_absolute_url_and_uuid_v7() {
     assert!(r.headers().contains_key("x-request-id"));
     let todo: Value = r.json().await.expect("json");
     let id = todo["id"].as_str().expect("id");
-    assert_eq!(uuid::Uuid::parse_str(id).expect("uuid").get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(id).expect("uuid").get_version_num(),
+        7
+    );
     assert_eq!(todo["title"], "Buy milk");
     assert_eq!(todo["completed"], false);
     assert_eq!(todo["order"], 3);
@@ -29,7 +34,10 @@ async fn create_returns_201_with_location_etag_absolute_url_and_uuid_v7() {
     assert_eq!(location, todo["url"]);
     let row = db(&app.db_url)
         .await
-        .query_one("SELECT title, owner, version FROM todos WHERE id = $1", &[&uuid::Uuid::parse_str(id).expect("uuid")])
+        .query_one(
+            "SELECT title, owner, version FROM todos WHERE id = $1",
+            &[&uuid::Uuid::parse_str(id).expect("uuid")],
+        )
         .await
         .expect("stored");
     assert_eq!(row.get::<_, String>(0), "Buy milk");
@@ -50,11 +58,21 @@ async fn url_follows_public_url_then_forwarded_headers_then_host() {
         .await
         .expect("request");
     let todo: Value = r.json().await.expect("json");
-    assert!(todo["url"].as_str().expect("url").starts_with("https://todo.example/api/todos/"));
+    assert!(
+        todo["url"]
+            .as_str()
+            .expect("url")
+            .starts_with("https://todo.example/api/todos/")
+    );
 
     let app = spawn_app_with(|s| s.http.public_url = Some("https://public.example/".into())).await;
     let todo = app.create("b").await;
-    assert!(todo["url"].as_str().expect("url").starts_with("https://public.example/api/todos/"));
+    assert!(
+        todo["url"]
+            .as_str()
+            .expect("url")
+            .starts_with("https://public.example/api/todos/")
+    );
 }
 
 #[tokio::test]
@@ -71,7 +89,14 @@ async fn get_patch_put_delete_round_trip_with_versions() {
     let r = app.patch(&path, &json!({"completed": true})).await;
     assert_eq!(r.status(), 200);
     let patched: Value = r.json().await.expect("json");
-    assert_eq!((patched["completed"].clone(), patched["title"].clone(), patched["version"].clone()), (json!(true), json!("first"), json!(2)));
+    assert_eq!(
+        (
+            patched["completed"].clone(),
+            patched["title"].clone(),
+            patched["version"].clone()
+        ),
+        (json!(true), json!("first"), json!(2))
+    );
 
     // PATCH can clear the order with null and ignores read-only fields sent back.
     let mut sent_back = patched.clone();
@@ -91,13 +116,30 @@ async fn get_patch_put_delete_round_trip_with_versions() {
         .expect("request");
     assert_eq!(r.status(), 200);
     let put: Value = r.json().await.expect("json");
-    assert_eq!((put["title"].clone(), put["completed"].clone(), put["order"].clone(), put["version"].clone()),
-               (json!("replaced"), json!(false), json!(7), json!(4)));
+    assert_eq!(
+        (
+            put["title"].clone(),
+            put["completed"].clone(),
+            put["order"].clone(),
+            put["version"].clone()
+        ),
+        (json!("replaced"), json!(false), json!(7), json!(4))
+    );
 
-    let r = app.client.delete(app.url(&path)).send().await.expect("request");
+    let r = app
+        .client
+        .delete(app.url(&path))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 204);
     assert_eq!(app.get(&path).await.status(), 404);
-    let r = app.client.delete(app.url(&path)).send().await.expect("request");
+    let r = app
+        .client
+        .delete(app.url(&path))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 404);
 }
 
@@ -108,8 +150,19 @@ async fn unknown_or_malformed_ids_are_404_problems_for_every_method() {
     for path in [unknown.as_str(), "/api/todos/not-a-uuid"] {
         let get = app.get(path).await;
         let patch = app.patch(path, &json!({"completed": true})).await;
-        let put = app.client.put(app.url(path)).json(&json!({"title": "x"})).send().await.expect("request");
-        let delete = app.client.delete(app.url(path)).send().await.expect("request");
+        let put = app
+            .client
+            .put(app.url(path))
+            .json(&json!({"title": "x"}))
+            .send()
+            .await
+            .expect("request");
+        let delete = app
+            .client
+            .delete(app.url(path))
+            .send()
+            .await
+            .expect("request");
         for r in [get, patch, put, delete] {
             assert_eq!(r.status(), 404, "{path}");
             assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -122,20 +175,53 @@ async fn unknown_or_malformed_ids_are_404_problems_for_every_method() {
 #[tokio::test]
 async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
     let app = spawn_app().await;
-    let c = app.post_todo(&json!({"title": "c", "order": 2})).await.json::<Value>().await.expect("json");
-    let a = app.post_todo(&json!({"title": "a", "completed": true})).await.json::<Value>().await.expect("json");
-    let b = app.post_todo(&json!({"title": "b", "order": 1})).await.json::<Value>().await.expect("json");
-    let d = app.post_todo(&json!({"title": "d"})).await.json::<Value>().await.expect("json");
+    let c = app
+        .post_todo(&json!({"title": "c", "order": 2}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let a = app
+        .post_todo(&json!({"title": "a", "completed": true}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let b = app
+        .post_todo(&json!({"title": "b", "order": 1}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let d = app
+        .post_todo(&json!({"title": "d"}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
 
     let all: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
-    let titles: Vec<&str> = all.iter().map(|t| t["title"].as_str().expect("title")).collect();
+    let titles: Vec<&str> = all
+        .iter()
+        .map(|t| t["title"].as_str().expect("title"))
+        .collect();
     assert_eq!(titles, ["b", "c", "a", "d"]);
     assert_eq!(all[0]["url"], b["url"]);
 
-    let done: Vec<Value> = app.get("/api/todos?completed=true").await.json().await.expect("json");
+    let done: Vec<Value> = app
+        .get("/api/todos?completed=true")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["id"], a["id"]);
-    let open: Vec<Value> = app.get("/api/todos?completed=false").await.json().await.expect("json");
+    let open: Vec<Value> = app
+        .get("/api/todos?completed=false")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(open.len(), 3);
 
     let r = app.get("/api/todos?limit=2").await;
@@ -143,7 +229,12 @@ async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
     assert!(link.contains("rel=\"next\""), "{link}");
     let page: Vec<Value> = r.json().await.expect("json");
     assert_eq!(page.len(), 2);
-    let next = link.trim_start_matches('<').split('>').next().expect("url").to_owned();
+    let next = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .expect("url")
+        .to_owned();
     let r = app.client.get(next).send().await.expect("request");
     assert!(r.headers().get("link").is_none());
     let rest: Vec<Value> = r.json().await.expect("json");
@@ -151,7 +242,15 @@ async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
     assert_eq!(rest_ids, [&a["id"], &d["id"]]);
     let _ = c;
 
-    for bad in ["limit=0", "limit=1001", "limit=x", "completed=maybe", "cursor=%%%", "cursor=abc", "what=1"] {
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "completed=maybe",
+        "cursor=%%%",
+        "cursor=abc",
+        "what=1",
+    ] {
         let r = app.get(&format!("/api/todos?{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -162,20 +261,44 @@ async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
 async fn delete_collection_clears_all_or_only_completed() {
     let app = spawn_app().await;
     app.create("open").await;
-    let done = app.post_todo(&json!({"title": "done", "completed": true})).await.json::<Value>().await.expect("json");
-    let r = app.client.delete(app.url("/api/todos?completed=true")).send().await.expect("request");
+    let done = app
+        .post_todo(&json!({"title": "done", "completed": true}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let r = app
+        .client
+        .delete(app.url("/api/todos?completed=true"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 204);
     let left: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["title"], "open");
     let path = format!("/api/todos/{}", done["id"].as_str().expect("id"));
-    assert_eq!(app.get(&path).await.status(), 404, "the cache forgot the cleared todo");
+    assert_eq!(
+        app.get(&path).await.status(),
+        404,
+        "the cache forgot the cleared todo"
+    );
 
-    let r = app.client.delete(app.url("/api/todos")).send().await.expect("request");
+    let r = app
+        .client
+        .delete(app.url("/api/todos"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 204);
     let left: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
     assert!(left.is_empty());
-    let count: i64 = db(&app.db_url).await.query_one("SELECT count(*) FROM todos", &[]).await.expect("count").get(0);
+    let count: i64 = db(&app.db_url)
+        .await
+        .query_one("SELECT count(*) FROM todos", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 0);
 }
 
@@ -193,21 +316,86 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
     let app = spawn_app().await;
     let long = "x".repeat(1001);
     let cases: Vec<(&str, String, u16, Option<&str>)> = vec![
-        ("empty title", json!({"title": ""}).to_string(), 400, Some("title")),
-        ("blank title", json!({"title": "   "}).to_string(), 400, Some("title")),
-        ("missing title", json!({"completed": true}).to_string(), 400, Some("title")),
-        ("1001 chars", json!({"title": long}).to_string(), 400, Some("title")),
-        ("NUL", r#"{"title":"a\u0000b"}"#.to_owned(), 400, Some("title")),
-        ("bell", r#"{"title":"a\u0007b"}"#.to_owned(), 400, Some("title")),
-        ("title number", json!({"title": 5}).to_string(), 400, Some("title")),
-        ("completed string", json!({"title": "a", "completed": "yes"}).to_string(), 400, Some("completed")),
-        ("order too big", json!({"title": "a", "order": 4_294_967_296_i64}).to_string(), 400, Some("order")),
-        ("order float", json!({"title": "a", "order": 1.5}).to_string(), 400, Some("order")),
-        ("unknown field", json!({"title": "a", "colour": "red"}).to_string(), 400, None),
-        ("duplicate key", r#"{"title":"a","title":"b"}"#.to_owned(), 400, None),
+        (
+            "empty title",
+            json!({"title": ""}).to_string(),
+            400,
+            Some("title"),
+        ),
+        (
+            "blank title",
+            json!({"title": "   "}).to_string(),
+            400,
+            Some("title"),
+        ),
+        (
+            "missing title",
+            json!({"completed": true}).to_string(),
+            400,
+            Some("title"),
+        ),
+        (
+            "1001 chars",
+            json!({"title": long}).to_string(),
+            400,
+            Some("title"),
+        ),
+        (
+            "NUL",
+            r#"{"title":"a\u0000b"}"#.to_owned(),
+            400,
+            Some("title"),
+        ),
+        (
+            "bell",
+            r#"{"title":"a\u0007b"}"#.to_owned(),
+            400,
+            Some("title"),
+        ),
+        (
+            "title number",
+            json!({"title": 5}).to_string(),
+            400,
+            Some("title"),
+        ),
+        (
+            "completed string",
+            json!({"title": "a", "completed": "yes"}).to_string(),
+            400,
+            Some("completed"),
+        ),
+        (
+            "order too big",
+            json!({"title": "a", "order": 4_294_967_296_i64}).to_string(),
+            400,
+            Some("order"),
+        ),
+        (
+            "order float",
+            json!({"title": "a", "order": 1.5}).to_string(),
+            400,
+            Some("order"),
+        ),
+        (
+            "unknown field",
+            json!({"title": "a", "colour": "red"}).to_string(),
+            400,
+            None,
+        ),
+        (
+            "duplicate key",
+            r#"{"title":"a","title":"b"}"#.to_owned(),
+            400,
+            None,
+        ),
         ("malformed", r#"{"title": "#.to_owned(), 400, None),
         ("array", "[1,2]".to_owned(), 400, None),
-        ("sql", json!({"title": "'); DROP TABLE todos; --", "x": 1}).to_string(), 400, None),
+        (
+            "sql",
+            json!({"title": "'); DROP TABLE todos; --", "x": 1}).to_string(),
+            400,
+            None,
+        ),
     ];
     for (what, body, status, field) in cases {
         let r = app
@@ -224,21 +412,59 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
         }
     }
     // Invalid UTF-8.
-    let r = app.client.post(app.url("/api/todos")).header("content-type", "application/json")
-        .body(vec![b'{', b'"', b't', b'i', b't', b'l', b'e', b'"', b':', b'"', 0xff, b'"', b'}']).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .header("content-type", "application/json")
+        .body(vec![
+            b'{', b'"', b't', b'i', b't', b'l', b'e', b'"', b':', b'"', 0xff, b'"', b'}',
+        ])
+        .send()
+        .await
+        .expect("request");
     assert_problem(r, 400).await;
     // Wrong or missing content type.
-    let r = app.client.post(app.url("/api/todos")).header("content-type", "text/plain").body(r#"{"title":"a"}"#).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .header("content-type", "text/plain")
+        .body(r#"{"title":"a"}"#)
+        .send()
+        .await
+        .expect("request");
     assert_problem(r, 415).await;
-    let r = app.client.post(app.url("/api/todos")).body(r#"{"title":"a"}"#).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .body(r#"{"title":"a"}"#)
+        .send()
+        .await
+        .expect("request");
     assert_problem(r, 415).await;
     // Over 64 KiB, with Content-Length and chunked without it.
     let big = json!({"title": "a".repeat(70 * 1024)}).to_string();
-    let r = app.client.post(app.url("/api/todos")).header("content-type", "application/json").body(big.clone()).send().await.expect("request");
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .expect("request");
     assert_problem(r, 413).await;
-    let chunks: Vec<Result<String, std::io::Error>> = big.as_bytes().chunks(8192).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
-    let r = app.client.post(app.url("/api/todos")).header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))).send().await.expect("request");
+    let chunks: Vec<Result<String, std::io::Error>> = big
+        .as_bytes()
+        .chunks(8192)
+        .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+        .collect();
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("request");
     assert_problem(r, 413).await;
     // PATCH with nothing to change, or a bad field.
     let todo = app.create("keep").await;
@@ -246,7 +472,12 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
     assert_problem(app.patch(&path, &json!({})).await, 400).await;
     assert_problem(app.patch(&path, &json!({"title": ""})).await, 400).await;
 
-    let count: i64 = db(&app.db_url).await.query_one("SELECT count(*) FROM todos", &[]).await.expect("count").get(0);
+    let count: i64 = db(&app.db_url)
+        .await
+        .query_one("SELECT count(*) FROM todos", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 1, "only the one valid create was written");
     let r = app.get(&path).await;
     assert_eq!(r.json::<Value>().await.expect("json")["version"], 1);
@@ -258,15 +489,24 @@ async fn two_hundred_concurrent_creates_make_two_hundred_distinct_rows() {
     let results = join_all((0..200).map(|i| {
         let app = &app;
         async move {
-            let r = app.post_todo(&json!({"title": format!("todo {i}"), "order": i})).await;
+            let r = app
+                .post_todo(&json!({"title": format!("todo {i}"), "order": i}))
+                .await;
             assert_eq!(r.status(), 201);
-            r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned()
+            r.json::<Value>().await.expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
         }
     }))
     .await;
     let ids: HashSet<String> = results.into_iter().collect();
     assert_eq!(ids.len(), 200);
-    let rows = db(&app.db_url).await.query("SELECT id::text, title FROM todos", &[]).await.expect("rows");
+    let rows = db(&app.db_url)
+        .await
+        .query("SELECT id::text, title FROM todos", &[])
+        .await
+        .expect("rows");
     assert_eq!(rows.len(), 200);
     let stored: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     assert_eq!(stored, ids);
@@ -294,20 +534,53 @@ async fn a_batch_mixing_valid_and_failing_commands_fails_only_the_failing_ones()
         let keep_path = keep_path.clone();
         futures.push(async move {
             match i % 3 {
-                0 => (i, app.post_todo(&json!({"title": format!("ok {i}")})).await.status().as_u16()),
-                1 => (i, app.patch(&format!("/api/todos/{}", uuid::Uuid::now_v7()), &json!({"completed": true})).await.status().as_u16()),
-                _ => (i, app.patch(&keep_path, &json!({"title": format!("keep {i}")})).await.status().as_u16()),
+                0 => (
+                    i,
+                    app.post_todo(&json!({"title": format!("ok {i}")}))
+                        .await
+                        .status()
+                        .as_u16(),
+                ),
+                1 => (
+                    i,
+                    app.patch(
+                        &format!("/api/todos/{}", uuid::Uuid::now_v7()),
+                        &json!({"completed": true}),
+                    )
+                    .await
+                    .status()
+                    .as_u16(),
+                ),
+                _ => (
+                    i,
+                    app.patch(&keep_path, &json!({"title": format!("keep {i}")}))
+                        .await
+                        .status()
+                        .as_u16(),
+                ),
             }
         });
     }
     for (i, status) in join_all(futures).await {
-        let expected = match i % 3 { 0 => 201, 1 => 404, _ => 200 };
+        let expected = match i % 3 {
+            0 => 201,
+            1 => 404,
+            _ => 200,
+        };
         assert_eq!(status, expected, "command {i}");
     }
     let client = db(&app.db_url).await;
-    let count: i64 = client.query_one("SELECT count(*) FROM todos", &[]).await.expect("count").get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM todos", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 21);
-    let version: i64 = client.query_one("SELECT version FROM todos WHERE title LIKE 'keep%'", &[]).await.expect("row").get(0);
+    let version: i64 = client
+        .query_one("SELECT version FROM todos WHERE title LIKE 'keep%'", &[])
+        .await
+        .expect("row")
+        .get(0);
     assert_eq!(version, 21, "all 20 patches of the real todo applied");
 }
 
@@ -318,16 +591,41 @@ async fn a_client_reads_its_own_writes_through_the_cache() {
         let todo = app.create(&format!("t{i}")).await;
         let path = format!("/api/todos/{}", todo["id"].as_str().expect("id"));
         let r = app.get(&path).await;
-        assert_eq!(r.headers()["x-cache"], "hit", "the writer put the new todo in the cache");
+        assert_eq!(
+            r.headers()["x-cache"],
+            "hit",
+            "the writer put the new todo in the cache"
+        );
         assert_eq!(r.json::<Value>().await.expect("json")["version"], 1);
-        let r = app.patch(&path, &json!({"title": format!("t{i}-v2")})).await;
+        let r = app
+            .patch(&path, &json!({"title": format!("t{i}-v2")}))
+            .await;
         assert_eq!(r.status(), 200);
         let r = app.get(&path).await;
         let got: Value = r.json().await.expect("json");
-        assert_eq!((got["version"].clone(), got["title"].clone()), (json!(2), json!(format!("t{i}-v2"))));
-        let list: Vec<Value> = app.get("/api/todos?limit=1000").await.json().await.expect("json");
-        assert!(list.iter().any(|t| t["id"] == todo["id"] && t["version"] == 2));
-        assert_eq!(app.client.delete(app.url(&path)).send().await.expect("request").status(), 204);
+        assert_eq!(
+            (got["version"].clone(), got["title"].clone()),
+            (json!(2), json!(format!("t{i}-v2")))
+        );
+        let list: Vec<Value> = app
+            .get("/api/todos?limit=1000")
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert!(
+            list.iter()
+                .any(|t| t["id"] == todo["id"] && t["version"] == 2)
+        );
+        assert_eq!(
+            app.client
+                .delete(app.url(&path))
+                .send()
+                .await
+                .expect("request")
+                .status(),
+            204
+        );
         assert_eq!(app.get(&path).await.status(), 404);
     }
 }

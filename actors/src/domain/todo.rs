@@ -64,7 +64,10 @@ impl Owner {
             return Err(DomainError::invalid("owner", "must be 1 to 200 characters"));
         }
         if s.chars().any(char::is_control) {
-            return Err(DomainError::invalid("owner", "must not contain control characters"));
+            return Err(DomainError::invalid(
+                "owner",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s))
     }
@@ -99,13 +102,22 @@ impl TodoTitle {
     pub fn parse(s: impl Into<String>) -> Result<Self, DomainError> {
         let s = s.into();
         if s.trim().is_empty() {
-            return Err(DomainError::invalid("title", "must not be empty or only whitespace"));
+            return Err(DomainError::invalid(
+                "title",
+                "must not be empty or only whitespace",
+            ));
         }
         if s.chars().count() > MAX_TITLE_CHARS {
-            return Err(DomainError::invalid("title", "must be at most 1000 characters"));
+            return Err(DomainError::invalid(
+                "title",
+                "must be at most 1000 characters",
+            ));
         }
         if s.chars().any(char::is_control) {
-            return Err(DomainError::invalid("title", "must not contain control characters"));
+            return Err(DomainError::invalid(
+                "title",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s))
     }
@@ -349,7 +361,10 @@ mod tests {
         assert!(TodoTitle::parse("a\u{7}b").is_err());
         assert!(TodoTitle::parse("x".repeat(1001)).is_err());
         assert!(TodoTitle::parse("é".repeat(1000)).is_ok());
-        assert_eq!(TodoTitle::parse(" milk ").map(TodoTitle::into_inner), Ok(" milk ".into()));
+        assert_eq!(
+            TodoTitle::parse(" milk ").map(TodoTitle::into_inner),
+            Ok(" milk ".into())
+        );
     }
 
     #[test]

@@ -228,7 +228,11 @@ impl<S: TodoStore> Shard<S> {
     }
 
     /// Sends the collected misses as one query, answered from a spawned task.
-    async fn flush_misses(&self, myself: &ActorRef<ShardMessage>, state: &mut ShardState<S::Reader>) {
+    async fn flush_misses(
+        &self,
+        myself: &ActorRef<ShardMessage>,
+        state: &mut ShardState<S::Reader>,
+    ) {
         if state.misses.is_empty() {
             return;
         }
@@ -241,7 +245,8 @@ impl<S: TodoStore> Shard<S> {
             }
             return;
         };
-        let mut keys: Vec<(Owner, TodoId)> = misses.iter().map(|(o, i, _)| (o.clone(), *i)).collect();
+        let mut keys: Vec<(Owner, TodoId)> =
+            misses.iter().map(|(o, i, _)| (o.clone(), *i)).collect();
         keys.sort();
         keys.dedup();
         state.loads_in_flight += 1;
@@ -294,11 +299,13 @@ impl<S: TodoStore> Shard<S> {
         query: ListQuery,
         reply: ListReply,
     ) {
-        if let Some(token) = state.joinable.get(&query) {
-            if let Some(list) = state.lists.get_mut(token) {
-                list.waiters.push(reply);
-                return;
-            }
+        if let Some(list) = state
+            .joinable
+            .get(&query)
+            .and_then(|token| state.lists.get_mut(token))
+        {
+            list.waiters.push(reply);
+            return;
         }
         let Some(reader) = self.ensure_reader(state).await else {
             let _ = reply.send(Err(DomainError::Unavailable(
@@ -381,7 +388,10 @@ fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
 }
 
 fn put_if_newer(cache: &mut LruCache<TodoId, Todo>, todo: Todo) {
-    if cache.peek(&todo.id).is_none_or(|c| c.version < todo.version) {
+    if cache
+        .peek(&todo.id)
+        .is_none_or(|c| c.version < todo.version)
+    {
         cache.put(todo.id, todo);
     }
 }

@@ -174,7 +174,9 @@ impl<S: TodoStore> Writer<S> {
             Err(_) => {
                 state.last_connect_failure = Some(Instant::now());
                 state.args.handles.sink.db_error("timeout");
-                Err(DomainError::Unavailable("database connect timed out".into()))
+                Err(DomainError::Unavailable(
+                    "database connect timed out".into(),
+                ))
             }
         }
     }
@@ -253,7 +255,9 @@ impl<S: TodoStore> Writer<S> {
                     if conn.is_closed() {
                         state.conn = None;
                     }
-                    return Err(DomainError::Unavailable("the database rejected the batch".into()));
+                    return Err(DomainError::Unavailable(
+                        "the database rejected the batch".into(),
+                    ));
                 }
                 Err(_) => {
                     sink.db_error("timeout");
@@ -261,7 +265,9 @@ impl<S: TodoStore> Writer<S> {
                     // The connection is in an unknown state: drop it (this aborts the
                     // transaction if COMMIT had not been sent yet).
                     state.conn = None;
-                    return Err(DomainError::OutcomeUnknown("the database did not answer in time".into()));
+                    return Err(DomainError::OutcomeUnknown(
+                        "the database did not answer in time".into(),
+                    ));
                 }
             }
         }
