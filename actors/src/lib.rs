@@ -26,3 +26,5 @@ pub mod writer;
 
 #[cfg(test)]
 mod memory;
+#[cfg(test)]
+mod tests_supervisor;

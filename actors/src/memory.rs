@@ -1,13 +1,27 @@
 //! An in-memory `TodoStore` for actor unit tests: fault injection and counters.
 //! Never proof of what the service promises; that is tested against PostgreSQL.
+//! Also the small harness the actor tests share ([`TestSystem`], [`periodic_check`],
+//! command builders).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteCommand, WriteEffect, now};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorRef};
+
+use crate::domain::{
+    DomainError, ListQuery, NewTodo, Owner, Todo, TodoChange, TodoId, TodoTitle, WriteCommand,
+    WriteEffect, now,
+};
+use crate::handles::ActorHandles;
+use crate::metrics::NoopSink;
+use crate::shard::{ReadOutcome, ShardMessage};
+use crate::slot::CallError;
 use crate::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
+use crate::supervisor::{ActorConfig, RootMessage, RootSupervisor, SupervisorArgs};
+use crate::writer::{WriteReply, WriterMessage};
 
 /// Faults the next operations will meet.
 #[derive(Default)]
@@ -35,9 +49,19 @@ pub struct MemoryStore {
     pub lists: Arc<AtomicUsize>,
     /// Delay per read query, milliseconds.
     pub read_delay_ms: Arc<AtomicUsize>,
+    /// Delay per read query *after* it took its rows, milliseconds: the answer is in
+    /// flight while writes carry on, so what it returns may already be out of date.
+    pub read_reply_delay_ms: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
+    async fn reply_delay(&self) {
+        let delay = self.read_reply_delay_ms.load(Ordering::SeqCst) as u64;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+
     fn check_up(&self) -> Result<(), StoreError> {
         if self.faults.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection refused".into()));
@@ -141,9 +165,15 @@ impl WriteConn for MemoryConn {
         }
         let mut todos = store.todos.lock().expect("test lock");
         let results = commands.iter().map(|c| apply_one(&mut todos, c)).collect();
-        store.batches.lock().expect("test lock").push(commands.len());
+        store
+            .batches
+            .lock()
+            .expect("test lock")
+            .push(commands.len());
         if store.faults.commit_unknown.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::CommitUnknown("connection reset during COMMIT".into()));
+            return Err(StoreError::CommitUnknown(
+                "connection reset during COMMIT".into(),
+            ));
         }
         Ok(results)
     }
@@ -162,11 +192,14 @@ impl ReadConn for MemoryConn {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         store.reads.lock().expect("test lock").push(keys.len());
-        let todos = store.todos.lock().expect("test lock");
-        Ok(keys
-            .iter()
-            .filter_map(|(o, id)| todos.get(id).filter(|t| &t.owner == o).cloned())
-            .collect())
+        let found: Vec<Todo> = {
+            let todos = store.todos.lock().expect("test lock");
+            keys.iter()
+                .filter_map(|(o, id)| todos.get(id).filter(|t| &t.owner == o).cloned())
+                .collect()
+        };
+        store.reply_delay().await;
+        Ok(found)
     }
 
     async fn list_todos(&self, query: &ListQuery) -> Result<Vec<Todo>, StoreError> {
@@ -177,14 +210,20 @@ impl ReadConn for MemoryConn {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         store.lists.fetch_add(1, Ordering::SeqCst);
-        let todos = store.todos.lock().expect("test lock");
-        let mut page: Vec<Todo> = todos
-            .values()
-            .filter(|t| t.owner == query.owner && query.completed.is_none_or(|c| t.completed == c))
-            .cloned()
-            .collect();
-        page.sort_by_key(|t| (t.order.is_none(), t.order, t.created_at, t.id));
-        page.truncate(query.limit as usize);
+        let page = {
+            let todos = store.todos.lock().expect("test lock");
+            let mut page: Vec<Todo> = todos
+                .values()
+                .filter(|t| {
+                    t.owner == query.owner && query.completed.is_none_or(|c| t.completed == c)
+                })
+                .cloned()
+                .collect();
+            page.sort_by_key(|t| (t.order.is_none(), t.order, t.created_at, t.id));
+            page.truncate(query.limit as usize);
+            page
+        };
+        store.reply_delay().await;
         Ok(page)
     }
 
@@ -196,4 +235,246 @@ impl ReadConn for MemoryConn {
 /// A timestamp for fixtures.
 pub fn at() -> chrono::DateTime<chrono::Utc> {
     now()
+}
+
+// ---- Harness shared by the actor tests (writer, shard, supervisor) ----
+
+/// How long a test call waits for an answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tunables for tests: no linger, generous timeouts, tolerant restart intensity.
+pub fn test_config() -> ActorConfig {
+    ActorConfig {
+        batch_max: 64,
+        batch_linger: Duration::ZERO,
+        cache_capacity: 1000,
+        db_timeout: Duration::from_secs(1),
+        restart_intensity: 10,
+        restart_period: Duration::from_secs(10),
+    }
+}
+
+/// Empty handles with `shards` query shards and a metrics sink that drops everything.
+pub fn test_handles(shards: usize) -> Arc<ActorHandles> {
+    Arc::new(ActorHandles::new(shards, Arc::new(NoopSink)))
+}
+
+/// A whole actor system over a [`MemoryStore`], started by the real `RootSupervisor`.
+pub struct TestSystem {
+    /// The store the actors use (faults and counters are reachable through it).
+    pub store: MemoryStore,
+    /// The slots the supervisor fills.
+    pub handles: Arc<ActorHandles>,
+    /// The supervisor.
+    pub supervisor: ActorRef<RootMessage>,
+    /// Completes when the supervisor stops.
+    pub supervisor_done: JoinHandle<()>,
+}
+
+impl TestSystem {
+    /// Spawns the supervisor (and so every actor) over `store`.
+    pub async fn start(store: MemoryStore, config: ActorConfig, shards: usize) -> Self {
+        quiet_chaos_panics();
+        let handles = test_handles(shards);
+        let (supervisor, supervisor_done) = Actor::spawn(
+            None,
+            RootSupervisor::new(store.clone()),
+            SupervisorArgs {
+                config,
+                handles: Arc::clone(&handles),
+            },
+        )
+        .await
+        .expect("the supervisor starts");
+        Self {
+            store,
+            handles,
+            supervisor,
+            supervisor_done,
+        }
+    }
+
+    /// A system with the test config and `shards` shards over a fresh store.
+    pub async fn with_shards(shards: usize) -> Self {
+        Self::start(MemoryStore::default(), test_config(), shards).await
+    }
+
+    /// Sends a command to the writer through its slot.
+    pub async fn write(&self, command: WriteCommand) -> Result<WriteReply, CallError> {
+        self.handles
+            .writer
+            .call(
+                |reply| WriterMessage::Write { command, reply },
+                CALL_TIMEOUT,
+            )
+            .await
+    }
+
+    /// Creates a todo through the writer and returns it as committed.
+    pub async fn create(&self, owner: &Owner, title: &str) -> Todo {
+        match self.write(create(owner, title)).await {
+            Ok(Ok(WriteEffect::Created(todo))) => todo,
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+
+    /// Reads one todo through the owner's shard.
+    pub async fn get(
+        &self,
+        owner: &Owner,
+        id: TodoId,
+    ) -> Result<Result<ReadOutcome, DomainError>, CallError> {
+        self.get_via(self.handles.shard_index(owner), owner, id)
+            .await
+    }
+
+    /// Reads one todo through shard `index`, whoever owns it.
+    pub async fn get_via(
+        &self,
+        index: usize,
+        owner: &Owner,
+        id: TodoId,
+    ) -> Result<Result<ReadOutcome, DomainError>, CallError> {
+        let owner = owner.clone();
+        self.handles.shards[index]
+            .call(|reply| ShardMessage::Get { owner, id, reply }, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Lists the owner's todos (first page of 100) through the owner's shard.
+    pub async fn list(&self, owner: &Owner) -> Result<Result<Vec<Todo>, DomainError>, CallError> {
+        let query = list_query(owner);
+        self.handles
+            .shard_for(owner)
+            .call(|reply| ShardMessage::List { query, reply }, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Drains (no restarts) and stops the supervisor.
+    pub async fn shutdown(self) {
+        self.handles.health.start_draining();
+        self.supervisor.stop(None);
+        let _ = tokio::time::timeout(CALL_TIMEOUT, self.supervisor_done).await;
+    }
+}
+
+/// Makes the panics the chaos hooks ask for (`"chaos: …"`) print one line instead of
+/// going through the default hook, which with `RUST_BACKTRACE=1` symbolicates a backtrace
+/// (hundreds of milliseconds under load) before the actor even fails. Other panics, such
+/// as failed assertions, still go to the default hook.
+pub fn quiet_chaos_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            match message {
+                Some(m) if m.starts_with("chaos:") => eprintln!("{m}"),
+                _ => default(info),
+            }
+        }));
+    });
+}
+
+/// Polls `check` every millisecond until it holds or `timeout` passes; true if it held.
+pub async fn periodic_check(mut check: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// An owner.
+pub fn owner(name: &str) -> Owner {
+    Owner::parse(name).expect("valid owner")
+}
+
+/// A create command for `title`.
+pub fn create(owner: &Owner, title: &str) -> WriteCommand {
+    WriteCommand::create(
+        owner.clone(),
+        NewTodo {
+            title: TodoTitle::parse(title).expect("valid title"),
+            completed: false,
+            order: None,
+        },
+    )
+}
+
+/// An update command setting the title only.
+pub fn retitle(owner: &Owner, id: TodoId, title: &str) -> WriteCommand {
+    WriteCommand::Update {
+        owner: owner.clone(),
+        id,
+        change: TodoChange::Patch {
+            title: Some(TodoTitle::parse(title).expect("valid title")),
+            completed: None,
+            order: None,
+        },
+        expected_version: None,
+        at: at(),
+    }
+}
+
+/// A delete command.
+pub fn delete(owner: &Owner, id: TodoId) -> WriteCommand {
+    WriteCommand::Delete {
+        owner: owner.clone(),
+        id,
+        expected_version: None,
+    }
+}
+
+/// The first page (100) of an owner's todos.
+pub fn list_query(owner: &Owner) -> ListQuery {
+    ListQuery {
+        owner: owner.clone(),
+        completed: None,
+        limit: 100,
+        after: None,
+    }
+}
+
+impl MemoryStore {
+    /// Puts a todo straight into the table (no writer, so no shard has it cached).
+    pub fn seed(&self, owner: &Owner, title: &str) -> Todo {
+        let WriteCommand::Create { todo } = create(owner, title) else {
+            unreachable!("create builds a Create");
+        };
+        self.todos
+            .lock()
+            .expect("test lock")
+            .insert(todo.id, todo.clone());
+        todo
+    }
+
+    /// The stored todo with `id`, if any.
+    pub fn stored(&self, id: TodoId) -> Option<Todo> {
+        self.todos.lock().expect("test lock").get(&id).cloned()
+    }
+
+    /// How many todos are stored.
+    pub fn count(&self) -> usize {
+        self.todos.lock().expect("test lock").len()
+    }
+
+    /// Sizes of the committed batches so far.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.batches.lock().expect("test lock").clone()
+    }
+
+    /// Sizes of the point-read queries so far.
+    pub fn read_sizes(&self) -> Vec<usize> {
+        self.reads.lock().expect("test lock").clone()
+    }
 }
