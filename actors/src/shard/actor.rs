@@ -18,6 +18,8 @@ use crate::store::{ReadConn, StoreError, TodoStore};
 
 /// After a failed connect, further connects wait this long.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+/// How often a shard without a usable connection tries to reconnect by itself.
+const TICK_EVERY: Duration = Duration::from_secs(1);
 
 type GetReply = RpcReplyPort<Result<ReadOutcome, DomainError>>;
 type ListReply = RpcReplyPort<Result<Vec<Todo>, DomainError>>;
@@ -63,6 +65,8 @@ pub struct ShardState<R> {
     seq: u64,
     /// Ids changed while miss queries were in flight, with the `seq` of the change.
     changed_at: HashMap<TodoId, u64>,
+    /// Owners all of whose todos were forgotten while miss queries were in flight.
+    owners_changed_at: HashMap<Owner, u64>,
     loads_in_flight: usize,
     lists: HashMap<u64, InFlightList>,
     /// In-flight lists a new identical request may join (none started before a change
@@ -72,6 +76,7 @@ pub struct ShardState<R> {
     db_timeout: Duration,
     handles: Arc<ActorHandles>,
     depth: Arc<AtomicI64>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S: TodoStore> Actor for Shard<S> {
@@ -96,21 +101,35 @@ impl<S: TodoStore> Actor for Shard<S> {
             flush_scheduled: false,
             seq: 0,
             changed_at: HashMap::new(),
+            owners_changed_at: HashMap::new(),
             loads_in_flight: 0,
             lists: HashMap::new(),
             joinable: HashMap::new(),
             next_token: 0,
             db_timeout: args.db_timeout,
             handles: args.handles,
+            ticker: None,
         })
     }
 
     async fn post_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let _ = self.ensure_reader(state).await;
+        state.ticker = Some(myself.send_interval(TICK_EVERY, || ShardMessage::Tick));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.ticker.take() {
+            t.abort();
+        }
         Ok(())
     }
 
@@ -133,6 +152,15 @@ impl<S: TodoStore> Actor for Shard<S> {
             ShardMessage::Apply(effects) => {
                 took_message(&state.depth);
                 apply(state, effects);
+            }
+            ShardMessage::Forget(keys) => {
+                took_message(&state.depth);
+                forget(state, keys);
+            }
+            ShardMessage::Tick => {
+                if !state.reader.as_ref().is_some_and(|r| !r.is_closed()) {
+                    let _ = self.ensure_reader(state).await;
+                }
             }
             ShardMessage::Flush => {
                 state.flush_scheduled = false;
@@ -209,7 +237,8 @@ impl<S: TodoStore> Shard<S> {
     ) {
         let hit = state.cache.get(&id).filter(|t| t.owner == owner).cloned();
         if let Some(todo) = hit {
-            let stale = self.ensure_reader(state).await.is_none();
+            // Never wait for a reconnect on a hit: `Tick` reconnects in the background.
+            let stale = !state.reader.as_ref().is_some_and(|r| !r.is_closed());
             state.handles.sink.query_reads(ReadSource::Cache, 1);
             let _ = reply.send(Ok(ReadOutcome {
                 todo,
@@ -373,17 +402,52 @@ fn apply<R>(state: &mut ShardState<R>, effects: Vec<WriteEffect>) {
     }
 }
 
+/// Drops todos whose state the shard can no longer vouch for.
+fn forget<R>(state: &mut ShardState<R>, keys: Vec<(Owner, Option<TodoId>)>) {
+    state.seq += 1;
+    let seq = state.seq;
+    let track = state.loads_in_flight > 0;
+    for (owner, id) in keys {
+        let ids: Vec<TodoId> = match id {
+            Some(id) => vec![id],
+            None => {
+                if track {
+                    state.owners_changed_at.insert(owner.clone(), seq);
+                }
+                state
+                    .cache
+                    .iter()
+                    .filter(|(_, t)| t.owner == owner)
+                    .map(|(id, _)| *id)
+                    .collect()
+            }
+        };
+        for id in ids {
+            if track {
+                state.changed_at.insert(id, seq);
+            }
+            state.cache.pop(&id);
+        }
+        state.joinable.retain(|q, _| q.owner != owner);
+    }
+}
+
 /// Caches what a miss query read, unless a change overtook it.
 fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
     state.loads_in_flight = state.loads_in_flight.saturating_sub(1);
     for todo in todos {
-        let overtaken = state.changed_at.get(&todo.id).is_some_and(|&s| s > seq);
+        let overtaken = state.changed_at.get(&todo.id).is_some_and(|&s| s > seq)
+            || state
+                .owners_changed_at
+                .get(&todo.owner)
+                .is_some_and(|&s| s > seq);
         if !overtaken {
             put_if_newer(&mut state.cache, todo);
         }
     }
     if state.loads_in_flight == 0 {
         state.changed_at.clear();
+        state.owners_changed_at.clear();
     }
 }
 

@@ -37,6 +37,12 @@ pub enum ShardMessage {
     },
     /// Committed changes, from the writer (or, later, from other replicas' events).
     Apply(Vec<WriteEffect>),
+    /// Drop what may have changed without the shard hearing how (an unknown COMMIT
+    /// outcome): `(owner, Some(id))` one todo, `(owner, None)` all of the owner's.
+    Forget(Vec<(Owner, Option<TodoId>)>),
+    /// Reconnect if the connection is gone (sent by the shard to itself every second,
+    /// so cache hits never wait for a reconnect).
+    Tick,
     /// Send the collected cache misses as one query (sent by the shard to itself).
     Flush,
     /// A miss query finished: the rows to cache (sent by the query task).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::messages::{WriteReply, WriterMessage};
-use crate::domain::{DomainError, WriteCommand, WriteEffect};
+use crate::domain::{DomainError, Owner, TodoId, WriteCommand, WriteEffect};
 use crate::handles::{ActorHandles, WRITER};
 use crate::metrics::MetricsMessage;
 use crate::shard::ShardMessage;
@@ -198,7 +198,14 @@ impl<S: TodoStore> Writer<S> {
                 notify_shards(&handles, &results);
                 results
             }
-            Err(e) => vec![Err(e); commands.len()],
+            Err(e) => {
+                if matches!(e, DomainError::OutcomeUnknown(_)) {
+                    // The batch may have committed: the shards must not keep serving
+                    // what it may have changed.
+                    forget_in_shards(&handles, &commands);
+                }
+                vec![Err(e); commands.len()]
+            }
         };
         let outcomes = commands
             .iter()
@@ -233,12 +240,18 @@ impl<S: TodoStore> Writer<S> {
             let sink = &state.args.handles.sink;
             match tokio::time::timeout(state.args.db_timeout, conn.apply_batch(commands)).await {
                 Ok(Ok(results)) => return Ok(results),
-                Ok(Err(StoreError::Transient(e))) if attempt < MAX_ATTEMPTS => {
+                Ok(Err(StoreError::Transient(e))) => {
                     sink.db_error("transient");
-                    tracing::warn!(error.message = %e, attempt, "write batch rolled back; retrying");
                     if conn.is_closed() {
                         state.conn = None;
                     }
+                    if attempt >= MAX_ATTEMPTS {
+                        tracing::error!(error.message = %e, attempt, "write batch rolled back; giving up");
+                        return Err(DomainError::Unavailable(
+                            "the database rolled the batch back".into(),
+                        ));
+                    }
+                    tracing::warn!(error.message = %e, attempt, "write batch rolled back; retrying");
                     tokio::time::sleep(RETRY_PAUSE * attempt).await;
                 }
                 Ok(Err(StoreError::CommitUnknown(e))) => {
@@ -288,6 +301,27 @@ fn notify_shards(handles: &ActorHandles, results: &[WriteReply]) {
         if !effects.is_empty() {
             // A shard that is restarting starts with an empty cache: nothing to tell it.
             slot.cast(ShardMessage::Apply(effects));
+        }
+    }
+}
+
+/// After an unknown COMMIT outcome: the owning shards drop what the commands may have
+/// changed (a clear drops everything of its owner).
+fn forget_in_shards(handles: &ActorHandles, commands: &[WriteCommand]) {
+    let mut per_shard: Vec<Vec<(Owner, Option<TodoId>)>> = vec![Vec::new(); handles.shards.len()];
+    for command in commands {
+        let key = match command {
+            WriteCommand::Create { todo } => (todo.owner.clone(), Some(todo.id)),
+            WriteCommand::Update { owner, id, .. } | WriteCommand::Delete { owner, id, .. } => {
+                (owner.clone(), Some(*id))
+            }
+            WriteCommand::Clear { owner, .. } => (owner.clone(), None),
+        };
+        per_shard[handles.shard_index(&key.0)].push(key);
+    }
+    for (slot, keys) in handles.shards.iter().zip(per_shard) {
+        if !keys.is_empty() {
+            slot.cast(ShardMessage::Forget(keys));
         }
     }
 }

@@ -385,8 +385,6 @@ async fn a_call_with_no_writer_running_is_unavailable() {
 }
 
 #[tokio::test]
-#[ignore = "actor bug: after an unknown COMMIT outcome the owning shard keeps serving the \
-            old version from its cache although the change was applied (see the report)"]
 async fn after_an_unknown_commit_outcome_the_shard_does_not_serve_the_old_version() {
     // Arrange: the todo is cached at version 1; the next COMMIT's outcome is unknown but
     // the change is applied.
