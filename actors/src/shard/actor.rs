@@ -158,7 +158,7 @@ impl<S: TodoStore> Actor for Shard<S> {
                 forget(state, keys);
             }
             ShardMessage::Tick => {
-                if !state.reader.as_ref().is_some_and(|r| !r.is_closed()) {
+                if state.reader.as_ref().is_none_or(|r| r.is_closed()) {
                     let _ = self.ensure_reader(state).await;
                 }
             }
@@ -238,7 +238,7 @@ impl<S: TodoStore> Shard<S> {
         let hit = state.cache.get(&id).filter(|t| t.owner == owner).cloned();
         if let Some(todo) = hit {
             // Never wait for a reconnect on a hit: `Tick` reconnects in the background.
-            let stale = !state.reader.as_ref().is_some_and(|r| !r.is_closed());
+            let stale = state.reader.as_ref().is_none_or(|r| r.is_closed());
             state.handles.sink.query_reads(ReadSource::Cache, 1);
             let _ = reply.send(Ok(ReadOutcome {
                 todo,
