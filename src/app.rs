@@ -74,6 +74,7 @@ impl App {
         let config = ActorConfig {
             batch_max: settings.actors.batch_max as usize,
             batch_linger: Duration::from_micros(settings.actors.batch_linger_us),
+            writer_connections: settings.actors.writer_connections as usize,
             cache_capacity: settings.actors.cache_capacity as usize,
             db_timeout: settings.db.db_timeout(),
             restart_intensity: settings.actors.restart_intensity,

@@ -207,6 +207,11 @@ pub struct ActorSettings {
     #[arg(long, env = "BATCH_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_max: u32,
+    /// Write batches in flight at once, each on its own connection (batches touching the
+    /// same todos or owners' clears never overlap).
+    #[arg(long, env = "WRITER_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub writer_connections: u32,
     /// Extra wait for a fuller write batch, in microseconds.
     #[arg(long, env = "BATCH_LINGER_US", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]

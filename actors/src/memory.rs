@@ -247,6 +247,8 @@ pub fn test_config() -> ActorConfig {
     ActorConfig {
         batch_max: 64,
         batch_linger: Duration::ZERO,
+        // One batch at a time, so the batching tests see deterministic batch sizes.
+        writer_connections: 1,
         cache_capacity: 1000,
         db_timeout: Duration::from_secs(1),
         restart_intensity: 10,

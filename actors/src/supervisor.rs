@@ -31,6 +31,8 @@ pub struct ActorConfig {
     pub batch_max: usize,
     /// Extra wait for a fuller batch.
     pub batch_linger: Duration,
+    /// Write batches in flight at once, each on its own connection.
+    pub writer_connections: usize,
     /// Cache entries per shard.
     pub cache_capacity: usize,
     /// Upper bound on one database connect, batch or query.
@@ -192,6 +194,7 @@ impl<S: TodoStore> RootSupervisor<S> {
                     batch_max: config.batch_max.max(1),
                     linger: config.batch_linger,
                     db_timeout: config.db_timeout,
+                    connections: config.writer_connections.max(1),
                     handles: Arc::clone(&handles),
                 };
                 let (actor, _) =

@@ -146,10 +146,14 @@ pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> +
         .map(Instant::now)
         .and(warp::method())
         .and(warp::path::full())
-        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<String>("x-request-id"))
+        .and(warp::header::optional::<String>("origin"))
         .and(with_ctx(ctx))
         .and(served)
         .map(finish)
+        // Only a request id or origin header that is not text gets here.
+        .recover(error::handle_rejection)
+        .unify()
 }
 
 /// Takes a permit or rejects with 503 before any routing work.
@@ -237,23 +241,20 @@ fn finish(
     started: Instant,
     method: Method,
     path: warp::path::FullPath,
-    headers: HeaderMap,
+    request_id: Option<String>,
+    origin: Option<String>,
     ctx: Ctx,
     response: Response,
 ) -> Response {
     let mut response = response;
-    let request_id = headers
-        .get("x-request-id")
-        .filter(|v| v.len() <= 200 && v.to_str().is_ok_and(|s| !s.is_empty()))
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown"))
-        });
+    let request_id = request_id
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+        .unwrap_or_else(new_request_id);
     let status = response.status();
     let h = response.headers_mut();
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        if let Some(allowed) = ctx.cors.allow(origin) {
+    if let Some(origin) = origin {
+        if let Some(allowed) = ctx.cors.allow(&origin) {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
             h.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -285,6 +286,16 @@ fn finish(
     }
     h.insert("x-request-id", request_id);
     response
+}
+
+/// A fresh request id: a per-process random prefix and a counter (no system call per
+/// request, unlike a random UUID).
+fn new_request_id() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().simple().to_string());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}")).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// The request body, at most [`MAX_BODY_BYTES`], whether or not `Content-Length` is

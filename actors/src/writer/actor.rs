@@ -1,10 +1,19 @@
 //! `Writer`: natural batching, one transaction per batch, replies after COMMIT.
+//!
+//! COMMIT waits for the WAL flush, so one connection commits at most a batch per flush.
+//! The writer therefore keeps up to `connections` batches in flight, each on its own
+//! long-lived connection, as long as they touch disjoint todos and owners (a batch that
+//! conflicts with one in flight waits for it): per-todo order is kept, and PostgreSQL
+//! groups the concurrent commits into one flush. Batches run in spawned tasks that own
+//! their callers' reply ports, so even a killed writer's batches finish and answer.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
 
 use super::messages::{WriteReply, WriterMessage};
 use crate::domain::{DomainError, Owner, TodoId, WriteCommand, WriteEffect};
@@ -41,6 +50,8 @@ pub struct WriterArgs {
     pub linger: Duration,
     /// Upper bound on one connect or one batch (a hung database must not hang callers).
     pub db_timeout: Duration,
+    /// Batches in flight at once, each on its own connection (`WRITER_CONNECTIONS`).
+    pub connections: usize,
     /// Where the shards and the metrics actor are.
     pub handles: Arc<ActorHandles>,
 }
@@ -50,19 +61,122 @@ struct Pending {
     reply: RpcReplyPort<WriteReply>,
 }
 
+/// What a batch in flight touches; a batch touching the same may not overtake it.
+#[derive(Default)]
+struct Footprint {
+    ids: HashSet<TodoId>,
+    owners: HashSet<Owner>,
+    cleared: HashSet<Owner>,
+}
+
+impl Footprint {
+    fn of(batch: &[Pending]) -> Self {
+        let mut f = Self::default();
+        for p in batch {
+            match &p.command {
+                WriteCommand::Create { todo } => {
+                    f.ids.insert(todo.id);
+                    f.owners.insert(todo.owner.clone());
+                }
+                WriteCommand::Update { owner, id, .. } | WriteCommand::Delete { owner, id, .. } => {
+                    f.ids.insert(*id);
+                    f.owners.insert(owner.clone());
+                }
+                WriteCommand::Clear { owner, .. } => {
+                    f.owners.insert(owner.clone());
+                    f.cleared.insert(owner.clone());
+                }
+            }
+        }
+        f
+    }
+
+    fn conflicts(&self, other: &Self) -> bool {
+        !self.ids.is_disjoint(&other.ids)
+            || !self.cleared.is_disjoint(&other.owners)
+            || !other.cleared.is_disjoint(&self.owners)
+    }
+}
+
+struct InFlight {
+    footprint: Footprint,
+    task: JoinHandle<()>,
+}
+
+/// Idle connections shared by the batch tasks.
+struct Connections<S: TodoStore> {
+    store: S,
+    idle: Mutex<Vec<S::Writer>>,
+    last_failure: Mutex<Option<Instant>>,
+    db_timeout: Duration,
+}
+
+impl<S: TodoStore> Connections<S> {
+    async fn take(&self, handles: &ActorHandles) -> Result<S::Writer, DomainError> {
+        loop {
+            let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match conn {
+                Some(c) if !c.is_closed() => return Ok(c),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let recently_failed = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE);
+        if recently_failed {
+            return Err(DomainError::Unavailable("database unreachable".into()));
+        }
+        let result = tokio::time::timeout(self.db_timeout, self.store.connect_writer()).await;
+        let failed = |kind: &str| {
+            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            handles.sink.db_error(kind);
+        };
+        match result {
+            Ok(Ok(conn)) => {
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                failed("connect");
+                tracing::warn!(error.message = %e, "writer cannot connect to the database");
+                Err(DomainError::Unavailable("database unreachable".into()))
+            }
+            Err(_) => {
+                failed("timeout");
+                Err(DomainError::Unavailable(
+                    "database connect timed out".into(),
+                ))
+            }
+        }
+    }
+
+    fn give_back(&self, conn: S::Writer) {
+        if !conn.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
+
 /// The writer's mutable state.
-pub struct WriterState<C> {
-    conn: Option<C>,
-    last_connect_failure: Option<Instant>,
+pub struct WriterState<S: TodoStore> {
+    conns: Arc<Connections<S>>,
     pending: Vec<Pending>,
     flush_scheduled: bool,
+    in_flight: HashMap<u64, InFlight>,
+    next_batch: u64,
     args: WriterArgs,
     depth: Arc<AtomicI64>,
 }
 
 impl<S: TodoStore> Actor for Writer<S> {
     type Msg = WriterMessage;
-    type State = WriterState<S::Writer>;
+    type State = WriterState<S>;
     type Arguments = WriterArgs;
 
     async fn pre_start(
@@ -70,13 +184,19 @@ impl<S: TodoStore> Actor for Writer<S> {
         _myself: ActorRef<Self::Msg>,
         args: WriterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // The connection is made lazily: a writer that cannot reach the database still
+        // Connections are made lazily: a writer that cannot reach the database still
         // starts (and answers 503), or PostgreSQL being down would look like a crash loop.
         Ok(WriterState {
-            conn: None,
-            last_connect_failure: None,
+            conns: Arc::new(Connections {
+                store: self.store.clone(),
+                idle: Mutex::new(Vec::new()),
+                last_failure: Mutex::new(None),
+                db_timeout: args.db_timeout,
+            }),
             pending: Vec::with_capacity(args.batch_max),
             flush_scheduled: false,
+            in_flight: HashMap::new(),
+            next_batch: 0,
             depth: args.handles.writer.depth_counter(),
             args,
         })
@@ -87,7 +207,13 @@ impl<S: TodoStore> Actor for Writer<S> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = self.ensure_conn(state).await;
+        // Open the connections now so the first batches do not pay for it.
+        for _ in 0..state.args.connections.max(1) {
+            match state.conns.take(&state.args.handles).await {
+                Ok(conn) => state.conns.give_back(conn),
+                Err(_) => break,
+            }
+        }
         Ok(())
     }
 
@@ -96,8 +222,21 @@ impl<S: TodoStore> Actor for Writer<S> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // A drain may close the mailbox before our own Flush arrives: commit what is left.
-        self.flush(state).await;
+        // A drain closes the mailbox: no more Done or Flush messages will arrive. Wait for
+        // the batches in flight, then commit what is left, one batch after another.
+        for (_, batch) in state.in_flight.drain() {
+            let _ = batch.task.await;
+        }
+        while !state.pending.is_empty() {
+            let n = state.pending.len().min(state.args.batch_max.max(1));
+            let batch: Vec<Pending> = state.pending.drain(..n).collect();
+            run_batch(
+                Arc::clone(&state.conns),
+                Arc::clone(&state.args.handles),
+                batch,
+            )
+            .await;
+        }
         Ok(())
     }
 
@@ -113,25 +252,27 @@ impl<S: TodoStore> Actor for Writer<S> {
                 took_message(&state.depth);
                 state.pending.push(Pending { command, reply });
                 if state.pending.len() >= state.args.batch_max {
-                    self.flush(state).await;
+                    start_batches(&myself, state);
                 } else if !state.flush_scheduled {
                     state.flush_scheduled = true;
                     // The Flush queues behind every command already waiting, so the batch
                     // holds exactly what the mailbox had: natural batching.
-                    let scheduled = if state.args.linger.is_zero() {
-                        myself.cast(WriterMessage::Flush).is_ok()
+                    if state.args.linger.is_zero() {
+                        if myself.cast(WriterMessage::Flush).is_err() {
+                            start_batches(&myself, state);
+                        }
                     } else {
                         myself.send_after(state.args.linger, || WriterMessage::Flush);
-                        true
-                    };
-                    if !scheduled {
-                        self.flush(state).await;
                     }
                 }
             }
             WriterMessage::Flush => {
                 state.flush_scheduled = false;
-                self.flush(state).await;
+                start_batches(&myself, state);
+            }
+            WriterMessage::Done { batch } => {
+                state.in_flight.remove(&batch);
+                start_batches(&myself, state);
             }
             WriterMessage::Panic => {
                 took_message(&state.depth);
@@ -147,141 +288,125 @@ impl<S: TodoStore> Actor for Writer<S> {
     }
 }
 
-impl<S: TodoStore> Writer<S> {
-    async fn ensure_conn(&self, state: &mut WriterState<S::Writer>) -> Result<(), DomainError> {
-        if state.conn.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(());
-        }
-        state.conn = None;
+/// Starts as many batches as connections allow and conflicts permit.
+fn start_batches<S: TodoStore>(myself: &ActorRef<WriterMessage>, state: &mut WriterState<S>) {
+    while !state.pending.is_empty() && state.in_flight.len() < state.args.connections.max(1) {
+        let n = state.pending.len().min(state.args.batch_max.max(1));
+        let batch: Vec<Pending> = state.pending.drain(..n).collect();
+        let footprint = Footprint::of(&batch);
         if state
-            .last_connect_failure
-            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)
+            .in_flight
+            .values()
+            .any(|f| f.footprint.conflicts(&footprint))
         {
-            return Err(DomainError::Unavailable("database unreachable".into()));
-        }
-        match tokio::time::timeout(state.args.db_timeout, self.store.connect_writer()).await {
-            Ok(Ok(conn)) => {
-                state.conn = Some(conn);
-                state.last_connect_failure = None;
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                state.last_connect_failure = Some(Instant::now());
-                state.args.handles.sink.db_error("connect");
-                tracing::warn!(error.message = %e, "writer cannot connect to the database");
-                Err(DomainError::Unavailable("database unreachable".into()))
-            }
-            Err(_) => {
-                state.last_connect_failure = Some(Instant::now());
-                state.args.handles.sink.db_error("timeout");
-                Err(DomainError::Unavailable(
-                    "database connect timed out".into(),
-                ))
-            }
-        }
-    }
-
-    /// Commits the pending batch and answers every caller.
-    async fn flush(&self, state: &mut WriterState<S::Writer>) {
-        if state.pending.is_empty() {
+            // Wait for the batch it conflicts with; its Done starts this one.
+            state.pending.splice(0..0, batch);
             return;
         }
-        let started = Instant::now();
-        let (commands, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pending)
-            .into_iter()
-            .map(|p| (p.command, p.reply))
-            .unzip();
-        let outcome = self.commit(state, &commands).await;
+        let id = state.next_batch;
+        state.next_batch += 1;
+        let conns = Arc::clone(&state.conns);
         let handles = Arc::clone(&state.args.handles);
-        let results: Vec<WriteReply> = match outcome {
-            Ok(results) => {
-                notify_shards(&handles, &results);
-                results
-            }
-            Err(e) => {
-                if matches!(e, DomainError::OutcomeUnknown(_)) {
-                    // The batch may have committed: the shards must not keep serving
-                    // what it may have changed.
-                    forget_in_shards(&handles, &commands);
-                }
-                vec![Err(e); commands.len()]
-            }
-        };
-        let outcomes = commands
-            .iter()
-            .zip(&results)
-            .map(|(c, r)| (c.op(), outcome_label(r)))
-            .collect();
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have timed out and gone; that is its business.
-            let _ = reply.send(result);
-        }
-        handles.metrics.cast(MetricsMessage::BatchFlushed {
-            size: commands.len(),
-            seconds: started.elapsed().as_secs_f64(),
-            outcomes,
+        let myself = myself.clone();
+        let task = tokio::spawn(async move {
+            run_batch(conns, handles, batch).await;
+            let _ = myself.cast(WriterMessage::Done { batch: id });
         });
+        state.in_flight.insert(id, InFlight { footprint, task });
     }
+}
 
-    /// Runs the batch: retries a rolled-back transaction, never one whose COMMIT
-    /// outcome is unknown.
-    async fn commit(
-        &self,
-        state: &mut WriterState<S::Writer>,
-        commands: &[WriteCommand],
-    ) -> Result<Vec<WriteReply>, DomainError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.ensure_conn(state).await?;
-            let Some(conn) = state.conn.as_mut() else {
-                return Err(DomainError::Unavailable("database unreachable".into()));
-            };
-            let sink = &state.args.handles.sink;
-            match tokio::time::timeout(state.args.db_timeout, conn.apply_batch(commands)).await {
-                Ok(Ok(results)) => return Ok(results),
-                Ok(Err(StoreError::Transient(e))) => {
-                    sink.db_error("transient");
-                    if conn.is_closed() {
-                        state.conn = None;
-                    }
-                    if attempt >= MAX_ATTEMPTS {
-                        tracing::error!(error.message = %e, attempt, "write batch rolled back; giving up");
-                        return Err(DomainError::Unavailable(
-                            "the database rolled the batch back".into(),
-                        ));
-                    }
-                    tracing::warn!(error.message = %e, attempt, "write batch rolled back; retrying");
-                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
-                }
-                Ok(Err(StoreError::CommitUnknown(e))) => {
-                    sink.db_error("commit_unknown");
-                    tracing::error!(error.message = %e, "write batch COMMIT outcome unknown");
-                    state.conn = None;
-                    return Err(DomainError::OutcomeUnknown(
-                        "the database connection broke during COMMIT".into(),
-                    ));
-                }
-                Ok(Err(e)) => {
-                    sink.db_error("query");
-                    tracing::error!(error.message = %e, "write batch failed");
-                    if conn.is_closed() {
-                        state.conn = None;
-                    }
+/// Commits one batch and answers every caller; the owning shards hear first.
+async fn run_batch<S: TodoStore>(
+    conns: Arc<Connections<S>>,
+    handles: Arc<ActorHandles>,
+    batch: Vec<Pending>,
+) {
+    let started = Instant::now();
+    let (commands, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let results: Vec<WriteReply> = match commit(&conns, &handles, &commands).await {
+        Ok(results) => {
+            notify_shards(&handles, &results);
+            results
+        }
+        Err(e) => {
+            if matches!(e, DomainError::OutcomeUnknown(_)) {
+                // The batch may have committed: the shards must not keep serving what it
+                // may have changed.
+                forget_in_shards(&handles, &commands);
+            }
+            vec![Err(e); commands.len()]
+        }
+    };
+    let outcomes = commands
+        .iter()
+        .zip(&results)
+        .map(|(c, r)| (c.op(), outcome_label(r)))
+        .collect();
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The caller may have timed out and gone; that is its business.
+        let _ = reply.send(result);
+    }
+    handles.metrics.cast(MetricsMessage::BatchFlushed {
+        size: commands.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        outcomes,
+    });
+}
+
+/// Runs the batch: retries a rolled-back transaction, never one whose COMMIT outcome
+/// is unknown.
+async fn commit<S: TodoStore>(
+    conns: &Connections<S>,
+    handles: &ActorHandles,
+    commands: &[WriteCommand],
+) -> Result<Vec<WriteReply>, DomainError> {
+    let sink = &handles.sink;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut conn = conns.take(handles).await?;
+        match tokio::time::timeout(conns.db_timeout, conn.apply_batch(commands)).await {
+            Ok(Ok(results)) => {
+                conns.give_back(conn);
+                return Ok(results);
+            }
+            Ok(Err(StoreError::Transient(e))) => {
+                sink.db_error("transient");
+                conns.give_back(conn);
+                if attempt >= MAX_ATTEMPTS {
+                    tracing::error!(error.message = %e, attempt, "write batch rolled back; giving up");
                     return Err(DomainError::Unavailable(
-                        "the database rejected the batch".into(),
+                        "the database rolled the batch back".into(),
                     ));
                 }
-                Err(_) => {
-                    sink.db_error("timeout");
-                    tracing::error!("write batch timed out; COMMIT outcome unknown");
-                    // The connection is in an unknown state: drop it (this aborts the
-                    // transaction if COMMIT had not been sent yet).
-                    state.conn = None;
-                    return Err(DomainError::OutcomeUnknown(
-                        "the database did not answer in time".into(),
-                    ));
-                }
+                tracing::warn!(error.message = %e, attempt, "write batch rolled back; retrying");
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+            }
+            Ok(Err(StoreError::CommitUnknown(e))) => {
+                sink.db_error("commit_unknown");
+                tracing::error!(error.message = %e, "write batch COMMIT outcome unknown");
+                // The connection is dropped: its state is unknown.
+                return Err(DomainError::OutcomeUnknown(
+                    "the database connection broke during COMMIT".into(),
+                ));
+            }
+            Ok(Err(e)) => {
+                sink.db_error("query");
+                tracing::error!(error.message = %e, "write batch failed");
+                conns.give_back(conn);
+                return Err(DomainError::Unavailable(
+                    "the database rejected the batch".into(),
+                ));
+            }
+            Err(_) => {
+                sink.db_error("timeout");
+                tracing::error!("write batch timed out; COMMIT outcome unknown");
+                // Dropping the connection aborts the transaction if COMMIT was not sent.
+                return Err(DomainError::OutcomeUnknown(
+                    "the database did not answer in time".into(),
+                ));
             }
         }
     }

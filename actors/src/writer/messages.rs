@@ -18,6 +18,11 @@ pub enum WriterMessage {
     },
     /// Commit what has been collected (sent by the writer to itself).
     Flush,
+    /// A batch task finished (sent by the task): its connection is free again.
+    Done {
+        /// Which batch.
+        batch: u64,
+    },
     /// Chaos testing: panic in the handler.
     Panic,
 }

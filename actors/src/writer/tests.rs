@@ -289,6 +289,7 @@ async fn drain_answers_every_queued_command() {
         batch_max: 16,
         linger: Duration::from_millis(5),
         db_timeout: Duration::from_secs(1),
+        connections: 1,
         handles: Arc::clone(&handles),
     };
     let (writer, _done) = Actor::spawn(None, Writer::new(store.clone()), args)
@@ -418,5 +419,46 @@ async fn after_an_unknown_commit_outcome_the_shard_does_not_serve_the_old_versio
         "served {:?} from {:?}",
         read.todo.title, read.source
     );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn independent_batches_commit_concurrently_and_conflicting_ones_wait() {
+    // Arrange: four connections, 50 ms per batch, small batches.
+    let config = crate::supervisor::ActorConfig {
+        batch_max: 4,
+        writer_connections: 4,
+        ..test_config()
+    };
+    let sys = TestSystem::start(MemoryStore::default(), config, 1).await;
+    let alice = owner("alice");
+    let todo = sys.create(&alice, "v0").await;
+    sys.store.faults.batch_delay_ms.store(50, Ordering::SeqCst);
+
+    // Act: 16 independent creates (four batches of four) at once.
+    let started = Instant::now();
+    let replies = join_all((0..16).map(|i| sys.write(create(&alice, &format!("t{i}"))))).await;
+    let took = started.elapsed();
+
+    // Assert: they overlapped (sequential batches would take at least 4 x 50 ms).
+    assert!(
+        replies
+            .iter()
+            .all(|r| matches!(r, Ok(Ok(WriteEffect::Created(_)))))
+    );
+    assert!(took < Duration::from_millis(190), "took {took:?}");
+
+    // Act: patches of one todo, sent together, land in several batches.
+    let replies =
+        join_all((1..=12).map(|i| sys.write(retitle(&alice, todo.id, &format!("v{i}"))))).await;
+
+    // Assert: applied in order, never overlapping (the last one wins, version 13).
+    assert!(
+        replies
+            .iter()
+            .all(|r| matches!(r, Ok(Ok(WriteEffect::Updated(_)))))
+    );
+    let stored = sys.store.stored(todo.id).expect("stored");
+    assert_eq!((stored.title.as_str(), stored.version), ("v12", 13));
     sys.shutdown().await;
 }
