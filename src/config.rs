@@ -5,9 +5,12 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::http::auth::AuthMode;
 
 /// The todo service: REST and NATS edges over supervised actors and PostgreSQL.
 #[derive(Debug, Parser)]
@@ -54,6 +57,9 @@ pub struct Settings {
     /// Lifecycle.
     #[command(flatten)]
     pub lifecycle: LifecycleSettings,
+    /// Authentication of API requests.
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 /// HTTP and admin ports.
@@ -266,6 +272,93 @@ pub struct LifecycleSettings {
     pub shutdown_grace_s: u64,
 }
 
+/// Authentication of API requests (DESIGN.md §3 "Auth"); `http::auth::Authenticator` is
+/// built from these once at start-up.
+#[derive(Clone, Args)]
+pub struct AuthSettings {
+    /// How API callers prove who they are: none (everyone is owner `public`), api-key or jwt.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "none")]
+    pub auth_mode: AuthMode,
+    /// File of API keys for AUTH_MODE=api-key: one `<sha256-hex-of-key> <owner>` per line.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// HS256 shared secret for AUTH_MODE=jwt (at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// PEM file of the RSA public key that verifies RS256 tokens for AUTH_MODE=jwt.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must contain it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jwt_leeway_s: u64,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("auth_mode", &self.auth_mode)
+            .field("api_keys_file", &self.api_keys_file)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway_s", &self.jwt_leeway_s)
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    /// Checks that the settings the chosen `AUTH_MODE` needs are present and non-empty
+    /// (files are read later, by `Authenticator::from_settings`).
+    ///
+    /// # Errors
+    /// A message naming the variable at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.auth_mode {
+            AuthMode::None => {}
+            AuthMode::ApiKey => {
+                if self.api_keys_file.is_none() {
+                    return Err("API_KEYS_FILE is required with AUTH_MODE=api-key".into());
+                }
+            }
+            AuthMode::Jwt => {
+                if self.jwt_secret.is_none() && self.jwt_public_key_file.is_none() {
+                    return Err(
+                        "JWT_SECRET or JWT_PUBLIC_KEY_FILE is required with AUTH_MODE=jwt".into(),
+                    );
+                }
+                if let Some(secret) = &self.jwt_secret
+                    && secret.expose().len() < MIN_JWT_SECRET_BYTES
+                {
+                    return Err(format!(
+                        "JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256, RFC 7518 §3.2)"
+                    ));
+                }
+                if self.jwt_issuer.as_deref().is_some_and(str::is_empty) {
+                    return Err("JWT_ISSUER must not be empty when set".into());
+                }
+                if self.jwt_audience.as_deref().is_some_and(str::is_empty) {
+                    return Err("JWT_AUDIENCE must not be empty when set".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shortest HS256 secret accepted: the hash output size, as RFC 7518 §3.2 requires.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// A secret string: never printed by `Debug`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -298,6 +391,7 @@ impl Settings {
     /// A message naming the variable at fault.
     pub fn validate(&self) -> Result<(), String> {
         self.db.pg_config()?;
+        self.auth.validate()?;
         if self.http.chaos_enabled && self.http.admin_token.is_none() {
             return Err("CHAOS_ENABLED=true needs ADMIN_TOKEN".into());
         }

@@ -6,6 +6,7 @@
 //! `http_*` metrics under the route *template*.
 
 pub mod admin;
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod todos;
