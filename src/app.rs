@@ -59,6 +59,9 @@ impl App {
         settings.validate().map_err(anyhow::Error::msg)?;
         tracing::info!(settings = ?settings, "starting");
         let pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
+        let auth = http::auth::Authenticator::from_settings(&settings.auth)
+            .map_err(anyhow::Error::msg)
+            .context("loading the authentication settings")?;
         let applied = db::migrate(&pg)
             .await
             .context("applying database migrations")?;
@@ -106,6 +109,8 @@ impl App {
             request_timeout: settings.http.request_timeout(),
             admission: Arc::new(Semaphore::new(settings.http.max_in_flight as usize)),
             started: Instant::now(),
+            auth,
+            keys_in_flight: http::conditional::KeysInFlight::default(),
         });
         let admin = Arc::new(AdminContext {
             handles: Arc::clone(&handles),
@@ -184,6 +189,7 @@ impl App {
                 .graceful(stop_admin.clone().cancelled_owned())
                 .run(),
         );
+        let purge = tokio::spawn(purge_keys_every(PURGE_EVERY, pool.clone()));
         lifecycle.set(Phase::Ready);
         tracing::info!(http_port, admin_port, "ready");
 
@@ -221,9 +227,26 @@ impl App {
         let _ = supervisor_done.await;
         stop_admin.cancel();
         let _ = admin_server.await;
+        purge.abort();
         pool.close();
         tracing::info!("stopped");
         Ok(Exit::Clean)
+    }
+}
+
+/// How often expired idempotency keys are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Purges expired idempotency keys forever, in the background (requests never wait on it).
+async fn purge_keys_every(every: Duration, pool: Pool) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        match db::purge_expired_keys(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error.message = %e, "purging idempotency keys failed"),
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorRef};
 
 use crate::domain::{
-    DomainError, ListQuery, NewTodo, Owner, Todo, TodoChange, TodoId, TodoTitle, WriteCommand,
-    WriteEffect, now,
+    DomainError, ListQuery, NewTodo, Owner, StoredReply, Todo, TodoChange, TodoId, TodoTitle,
+    WriteCommand, WriteEffect, now,
 };
 use crate::handles::ActorHandles;
 use crate::metrics::NoopSink;
@@ -49,6 +49,8 @@ pub struct MemoryStore {
     pub lists: Arc<AtomicUsize>,
     /// Delay per read query, milliseconds.
     pub read_delay_ms: Arc<AtomicUsize>,
+    /// Stored idempotent replies by (owner, key).
+    pub replies: Arc<Mutex<HashMap<(Owner, String), StoredReply>>>,
     /// Delay per read query *after* it took its rows, milliseconds: the answer is in
     /// flight while writes carry on, so what it returns may already be out of date.
     pub read_reply_delay_ms: Arc<AtomicUsize>,
@@ -93,7 +95,7 @@ fn apply_one(
     command: &WriteCommand,
 ) -> Result<WriteEffect, DomainError> {
     match command {
-        WriteCommand::Create { todo } => {
+        WriteCommand::Create { todo, .. } => {
             if todo.title.contains("reject-me") {
                 return Err(DomainError::invalid("title", "rejected by the store"));
             }
@@ -104,15 +106,18 @@ fn apply_one(
             owner,
             id,
             change,
-            expected_version,
+            expected_versions,
             at,
+            ..
         } => {
             let todo = todos
                 .get_mut(id)
                 .filter(|t| &t.owner == owner)
                 .ok_or(DomainError::NotFound)?;
-            if let Some(v) = expected_version.filter(|v| *v != todo.version) {
-                let _ = v;
+            if expected_versions
+                .as_ref()
+                .is_some_and(|vs| !vs.contains(&todo.version))
+            {
                 return Err(DomainError::PreconditionFailed {
                     current: todo.version,
                 });
@@ -164,7 +169,35 @@ impl WriteConn for MemoryConn {
             return Err(StoreError::Transient("serialization failure".into()));
         }
         let mut todos = store.todos.lock().expect("test lock");
-        let results = commands.iter().map(|c| apply_one(&mut todos, c)).collect();
+        let mut replies = store.replies.lock().expect("test lock");
+        let results = commands
+            .iter()
+            .map(|c| {
+                let key = c.idempotency().map(|k| (c.owner().clone(), k.key.clone()));
+                if key.as_ref().is_some_and(|k| replies.contains_key(k)) {
+                    return Err(DomainError::IdempotencyConflict);
+                }
+                let result = apply_one(&mut todos, c);
+                if let (Some(k), Some(i), Ok(WriteEffect::Created(t) | WriteEffect::Updated(t))) =
+                    (key, c.idempotency(), &result)
+                {
+                    let status = if matches!(c, WriteCommand::Create { .. }) {
+                        201
+                    } else {
+                        200
+                    };
+                    replies.insert(
+                        k,
+                        StoredReply {
+                            request_hash: i.request_hash.clone(),
+                            status,
+                            todo: t.clone(),
+                        },
+                    );
+                }
+                result
+            })
+            .collect();
         store
             .batches
             .lock()
@@ -225,6 +258,12 @@ impl ReadConn for MemoryConn {
         };
         store.reply_delay().await;
         Ok(page)
+    }
+
+    async fn get_reply(&self, owner: &Owner, key: &str) -> Result<Option<StoredReply>, StoreError> {
+        self.0.check_up()?;
+        let replies = self.0.replies.lock().expect("test lock");
+        Ok(replies.get(&(owner.clone(), key.to_owned())).cloned())
     }
 
     fn is_closed(&self) -> bool {
@@ -423,8 +462,9 @@ pub fn retitle(owner: &Owner, id: TodoId, title: &str) -> WriteCommand {
             completed: None,
             order: None,
         },
-        expected_version: None,
+        expected_versions: None,
         at: at(),
+        idempotency: None,
     }
 }
 
@@ -433,7 +473,7 @@ pub fn delete(owner: &Owner, id: TodoId) -> WriteCommand {
     WriteCommand::Delete {
         owner: owner.clone(),
         id,
-        expected_version: None,
+        expected_versions: None,
     }
 }
 
@@ -450,7 +490,7 @@ pub fn list_query(owner: &Owner) -> ListQuery {
 impl MemoryStore {
     /// Puts a todo straight into the table (no writer, so no shard has it cached).
     pub fn seed(&self, owner: &Owner, title: &str) -> Todo {
-        let WriteCommand::Create { todo } = create(owner, title) else {
+        let WriteCommand::Create { todo, .. } = create(owner, title) else {
             unreachable!("create builds a Create");
         };
         self.todos

@@ -6,7 +6,9 @@
 
 use std::future::Future;
 
-use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteCommand, WriteEffect};
+use crate::domain::{
+    DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteCommand, WriteEffect,
+};
 
 /// Why a store operation failed as a whole (per-command failures are `DomainError`s).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +80,16 @@ pub trait ReadConn: Send + Sync + 'static {
         &self,
         query: &ListQuery,
     ) -> impl Future<Output = Result<Vec<Todo>, StoreError>> + Send;
+
+    /// The stored first result under an owner's idempotency key, if not expired.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the query fails.
+    fn get_reply(
+        &self,
+        owner: &Owner,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<StoredReply>, StoreError>> + Send;
 
     /// True once the connection is unusable.
     fn is_closed(&self) -> bool;

@@ -84,3 +84,33 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     client.simple_query("SELECT 1").await?;
     Ok(())
 }
+
+/// Rows deleted per statement by [`purge_expired_keys`], so a purge never holds many
+/// row locks or blocks the writer for long.
+const PURGE_CHUNK: i64 = 1000;
+
+/// Deletes idempotency keys older than 24 hours, a chunk at a time, on a pooled
+/// connection (never the writer's). Returns how many were deleted.
+///
+/// # Errors
+/// [`DbError`] when no connection answers or a delete fails.
+pub async fn purge_expired_keys(pool: &Pool) -> Result<u64, DbError> {
+    let client = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE ctid IN (
+                 SELECT ctid FROM idempotency_keys
+                 WHERE created_at < now() - interval '24 hours'
+                 LIMIT $1)",
+        )
+        .await?;
+    let mut total = 0;
+    loop {
+        let n = client.execute(&statement, &[&PURGE_CHUNK]).await?;
+        total += n;
+        if n < PURGE_CHUNK as u64 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}

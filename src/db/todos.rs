@@ -9,9 +9,10 @@
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use todo_actors::domain::{
-    DomainError, ListQuery, Owner, Todo, TodoChange, TodoId, WriteCommand, WriteEffect,
+    DomainError, ListQuery, Owner, StoredReply, Todo, TodoChange, TodoId, WriteCommand, WriteEffect,
 };
 use todo_actors::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement, Transaction};
 use uuid::Uuid;
 
@@ -72,7 +73,19 @@ impl TodoStore for PgStore {
             ))
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(PgReader { client, get, list })
+        let reply = client
+            .prepare(
+                "SELECT request_hash, status_code, response_body FROM idempotency_keys
+                 WHERE owner = $1 AND key = $2 AND created_at > now() - interval '24 hours'",
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(PgReader {
+            client,
+            get,
+            list,
+            reply,
+        })
     }
 }
 
@@ -85,6 +98,8 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> 
 
 struct WriterStatements {
     insert: Statement,
+    purge_keys: Statement,
+    insert_keys: Statement,
     update: Statement,
     delete: Statement,
     clear: Statement,
@@ -102,6 +117,19 @@ impl WriterStatements {
                             AS u(id, owner, title, completed, ord, ts)"#,
                 )
                 .await?,
+            purge_keys: client
+                .prepare(
+                    "DELETE FROM idempotency_keys
+                     WHERE (owner, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                       AND created_at < now() - interval '24 hours'",
+                )
+                .await?,
+            insert_keys: client
+                .prepare(
+                    "INSERT INTO idempotency_keys (owner, key, request_hash, status_code, response_body)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])",
+                )
+                .await?,
             update: client
                 .prepare(&format!(
                     r#"UPDATE todos SET
@@ -110,14 +138,14 @@ impl WriterStatements {
                          "order" = CASE WHEN $5::bool THEN $6::int4 ELSE "order" END,
                          version = version + 1,
                          updated_at = $7::timestamptz
-                       WHERE owner = $1 AND id = $2 AND ($8::int8 IS NULL OR version = $8)
+                       WHERE owner = $1 AND id = $2 AND ($8::int8[] IS NULL OR version = ANY($8))
                        RETURNING {COLUMNS}"#
                 ))
                 .await?,
             delete: client
                 .prepare(
                     "DELETE FROM todos WHERE owner = $1 AND id = $2
-                       AND ($3::int8 IS NULL OR version = $3) RETURNING id",
+                       AND ($3::int8[] IS NULL OR version = ANY($3)) RETURNING id",
                 )
                 .await?,
             clear: client
@@ -149,8 +177,10 @@ fn plan(commands: &[WriteCommand]) -> Vec<(Step<'_>, usize)> {
     let mut steps: Vec<(Step<'_>, usize)> = Vec::new();
     for (i, command) in commands.iter().enumerate() {
         match (command, steps.last_mut()) {
-            (WriteCommand::Create { todo }, Some((Step::Creates(run), _))) => run.push(todo),
-            (WriteCommand::Create { todo }, _) => steps.push((Step::Creates(vec![todo]), i)),
+            (WriteCommand::Create { todo, .. }, Some((Step::Creates(run), _))) => run.push(todo),
+            (WriteCommand::Create { todo, .. }, _) => {
+                steps.push((Step::Creates(vec![todo]), i));
+            }
             (other, _) => steps.push((Step::One(other), i)),
         }
     }
@@ -188,8 +218,9 @@ impl PgWriter {
                 owner,
                 id,
                 change,
-                expected_version,
+                expected_versions,
                 at,
+                ..
             }) => {
                 let (title, completed, set_order, order) = match change {
                     TodoChange::Patch {
@@ -219,7 +250,7 @@ impl PgWriter {
                         &set_order,
                         &order,
                         at,
-                        expected_version,
+                        expected_versions,
                     ],
                 )
                 .await
@@ -228,11 +259,11 @@ impl PgWriter {
             Step::One(WriteCommand::Delete {
                 owner,
                 id,
-                expected_version,
+                expected_versions,
             }) => tx
                 .query(
                     &stmts.delete,
-                    &[&owner.as_ref(), &id.into_inner(), expected_version],
+                    &[&owner.as_ref(), &id.into_inner(), expected_versions],
                 )
                 .await
                 .map(Raw::Rows),
@@ -260,26 +291,26 @@ impl PgWriter {
                 Step::One(WriteCommand::Update {
                     owner,
                     id,
-                    expected_version,
+                    expected_versions,
                     ..
                 }),
                 Raw::Rows(rows),
             ) => {
                 out.push(match rows.first() {
                     Some(row) => Ok(WriteEffect::Updated(todo_from_row(row)?)),
-                    None => Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?),
+                    None => Err(Self::why_missing(stmts, tx, owner, *id, expected_versions).await?),
                 });
             }
             (
                 Step::One(WriteCommand::Delete {
                     owner,
                     id,
-                    expected_version,
+                    expected_versions,
                 }),
                 Raw::Rows(rows),
             ) => {
                 out.push(if rows.is_empty() {
-                    Err(Self::why_missing(stmts, tx, owner, *id, *expected_version).await?)
+                    Err(Self::why_missing(stmts, tx, owner, *id, expected_versions).await?)
                 } else {
                     Ok(WriteEffect::Deleted {
                         owner: owner.clone(),
@@ -309,7 +340,7 @@ impl PgWriter {
         tx: &Transaction<'_>,
         owner: &Owner,
         id: TodoId,
-        expected: Option<i64>,
+        expected: &Option<Vec<i64>>,
     ) -> Result<DomainError, tokio_postgres::Error> {
         if expected.is_none() {
             return Ok(DomainError::NotFound);
@@ -341,8 +372,55 @@ impl PgWriter {
                 .await
                 .map_err(Attempt::Failed)?;
         }
+        Self::store_replies(stmts, &tx, commands, &out)
+            .await
+            .map_err(Attempt::classify)?;
         tx.commit().await.map_err(Attempt::Commit)?;
         Ok(out)
+    }
+
+    /// Stores the result of each successful command that carries an idempotency key,
+    /// in the batch's transaction (a key already taken fails with a unique violation).
+    async fn store_replies(
+        stmts: &WriterStatements,
+        tx: &Transaction<'_>,
+        commands: &[WriteCommand],
+        out: &BatchOutcome,
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut owners: Vec<&str> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let mut hashes: Vec<&[u8]> = Vec::new();
+        let mut statuses: Vec<i16> = Vec::new();
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for (command, result) in commands.iter().zip(out) {
+            let (Some(key), Ok(WriteEffect::Created(todo) | WriteEffect::Updated(todo))) =
+                (command.idempotency(), result)
+            else {
+                continue;
+            };
+            owners.push(todo.owner.as_ref());
+            keys.push(&key.key);
+            hashes.push(&key.request_hash);
+            statuses.push(if matches!(command, WriteCommand::Create { .. }) {
+                201
+            } else {
+                200
+            });
+            bodies.push(serde_json::to_vec(&StoredTodo::from(todo)).unwrap_or_default());
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let purge_params: [&(dyn ToSql + Sync); 2] = [&owners, &keys];
+        let insert_params: [&(dyn ToSql + Sync); 5] = [&owners, &keys, &hashes, &statuses, &bodies];
+        // Pipelined in this order: an expired key is purged before it is taken again.
+        let (purged, inserted) = futures::join!(
+            tx.execute(&stmts.purge_keys, &purge_params),
+            tx.execute(&stmts.insert_keys, &insert_params),
+        );
+        purged?;
+        inserted?;
+        Ok(())
     }
 
     /// Slow path after a data error: a savepoint per step; a rejected step fails only
@@ -352,20 +430,28 @@ impl PgWriter {
         // One step per command here, so a bad create does not take its run with it.
         for command in commands {
             steps.push(match command {
-                WriteCommand::Create { todo } => Step::Creates(vec![todo]),
+                WriteCommand::Create { todo, .. } => Step::Creates(vec![todo]),
                 other => Step::One(other),
             });
         }
         let mut tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let mut out = Vec::with_capacity(commands.len());
-        for step in &steps {
+        for (step, command) in steps.iter().zip(commands) {
             let sp = tx.savepoint("cmd").await.map_err(Attempt::Failed)?;
-            match Self::run_step(&self.stmts, &sp, step).await {
+            let mut own = Vec::with_capacity(1);
+            let done = match Self::run_step(&self.stmts, &sp, step).await {
                 Ok(raw) => {
-                    Self::outcomes(&self.stmts, &sp, step, raw, &mut out)
+                    Self::outcomes(&self.stmts, &sp, step, raw, &mut own)
                         .await
                         .map_err(Attempt::Failed)?;
+                    Self::store_replies(&self.stmts, &sp, std::slice::from_ref(command), &own).await
+                }
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
                     sp.commit().await.map_err(Attempt::Failed)?;
+                    out.append(&mut own);
                 }
                 Err(e) if is_data_error(&e) => {
                     sp.rollback().await.map_err(Attempt::Failed)?;
@@ -408,6 +494,11 @@ impl Attempt {
 }
 
 fn rejected(e: &tokio_postgres::Error) -> DomainError {
+    if e.as_db_error()
+        .is_some_and(|d| d.constraint() == Some("idempotency_keys_pkey"))
+    {
+        return DomainError::IdempotencyConflict;
+    }
     let message = e.as_db_error().map_or_else(
         || "rejected by the database".to_owned(),
         |d| d.message().to_owned(),
@@ -437,6 +528,7 @@ pub struct PgReader {
     client: Client,
     get: Statement,
     list: Statement,
+    reply: Statement,
 }
 
 impl ReadConn for PgReader {
@@ -477,8 +569,71 @@ impl ReadConn for PgReader {
             .collect()
     }
 
+    async fn get_reply(&self, owner: &Owner, key: &str) -> Result<Option<StoredReply>, StoreError> {
+        let row = self
+            .client
+            .query_opt(&self.reply, &[&owner.as_ref(), &key])
+            .await
+            .map_err(|e| before_commit(&e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let decode = |e: tokio_postgres::Error| StoreError::Query(describe(&e));
+        let body: Vec<u8> = row.try_get(2).map_err(decode)?;
+        let stored: StoredTodo = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::Query(format!("stored idempotent reply: {e}")))?;
+        Ok(Some(StoredReply {
+            request_hash: row.try_get(0).map_err(decode)?,
+            status: u16::try_from(row.try_get::<_, i16>(1).map_err(decode)?).unwrap_or(200),
+            todo: stored.into(),
+        }))
+    }
+
     fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+}
+
+/// A todo as stored in an idempotent reply.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTodo {
+    id: Uuid,
+    owner: String,
+    title: String,
+    completed: bool,
+    order: Option<i32>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&Todo> for StoredTodo {
+    fn from(t: &Todo) -> Self {
+        Self {
+            id: t.id.into_inner(),
+            owner: t.owner.as_ref().to_owned(),
+            title: t.title.clone(),
+            completed: t.completed,
+            order: t.order,
+            version: t.version,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+impl From<StoredTodo> for Todo {
+    fn from(t: StoredTodo) -> Self {
+        Self {
+            id: TodoId::from_uuid(t.id),
+            owner: Owner::from_stored(t.owner),
+            title: t.title,
+            completed: t.completed,
+            order: t.order,
+            version: t.version,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
     }
 }
 

@@ -15,23 +15,31 @@ use todo_actors::domain::{NewTodo, Todo, TodoChange, TodoTitle};
 use super::error::{ApiError, FieldError};
 
 /// A todo as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Todo)]
 pub struct TodoDto {
     /// UUIDv7.
+    #[schema(format = "uuid")]
     pub id: String,
     /// Title.
+    #[schema(min_length = 1, max_length = 1000)]
     pub title: String,
     /// Done or not.
     pub completed: bool,
     /// Position, or null.
+    #[schema(required = true)]
     pub order: Option<i32>,
     /// Absolute URL of this todo.
+    #[schema(format = "uri")]
     pub url: String,
     /// Version (the ETag).
+    #[schema(minimum = 1)]
     pub version: i64,
     /// RFC 3339, milliseconds, UTC.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// RFC 3339, milliseconds, UTC.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 

@@ -35,6 +35,15 @@ pub enum ApiError {
     /// Well-formed but invalid fields.
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// Missing or bad credentials; the value is the `WWW-Authenticate` challenge.
+    #[error("authentication required")]
+    Unauthorized(String),
+    /// The idempotency key is used by a request still in flight.
+    #[error("a request with this Idempotency-Key is still being processed; retry later")]
+    Conflict,
+    /// The idempotency key was used with a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
     /// No such resource for this owner, or no such path.
     #[error("not found")]
     NotFound,
@@ -62,6 +71,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -105,6 +117,11 @@ impl ApiError {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
+            Self::Unauthorized(challenge) => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
             _ => {}
         }
         response
@@ -134,6 +151,7 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid { field, message } => Self::field(field, message),
             DomainError::NotFound => Self::NotFound,
+            DomainError::IdempotencyConflict => Self::Conflict,
             DomainError::PreconditionFailed { current } => Self::PreconditionFailed(current),
             DomainError::Unavailable(why) => {
                 Self::Unavailable(format!("temporarily unavailable: {why}"))

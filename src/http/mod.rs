@@ -7,8 +7,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod conditional;
 pub mod dto;
 pub mod error;
+pub mod openapi;
 pub mod todos;
 
 use std::convert::Infallible;
@@ -119,6 +121,10 @@ pub struct ApiContext {
     pub admission: Arc<Semaphore>,
     /// Start time, for `/health`.
     pub started: Instant,
+    /// Who the caller is (`AUTH_MODE`).
+    pub auth: auth::Authenticator,
+    /// Idempotency keys of requests in flight on this replica.
+    pub keys_in_flight: conditional::KeysInFlight,
 }
 
 /// Shared handle to the context.
@@ -132,6 +138,8 @@ fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clo
 pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let routes = todos::routes(Arc::clone(&ctx))
         .or(health(Arc::clone(&ctx)))
+        .unify()
+        .or(openapi::route())
         .unify()
         .or(warp::any().map(|| ApiError::NotFound.into_response()))
         .unify();
@@ -233,6 +241,7 @@ pub fn route_template(path: &str) -> &'static str {
             "/api/todos/:id"
         }
         "/health" => "/health",
+        "/openapi.json" => "/openapi.json",
         _ => "unmatched",
     }
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use todo_actors::domain::{
-    Cursor, ListQuery, MAX_LIST_LIMIT, Owner, Todo, TodoId, WriteCommand, WriteEffect, now,
+    Cursor, IdempotencyKey, ListQuery, MAX_LIST_LIMIT, Owner, StoredReply, Todo, TodoId,
+    WriteCommand, WriteEffect, now,
 };
 use todo_actors::metrics::ReadSource;
 use todo_actors::shard::{ReadOutcome, ShardMessage};
@@ -21,6 +22,7 @@ use todo_actors::writer::WriterMessage;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use super::conditional;
 use super::dto::{TodoBody, TodoDto, base_url};
 use super::error::ApiError;
 use super::{Ctx, body, raw_query, with_ctx};
@@ -105,10 +107,80 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// The caller's owner. Authentication modes other than `none` come with the auth issue;
-/// every handler already scopes by what this returns.
-fn owner(_ctx: &Ctx, _headers: &HeaderMap) -> Result<Owner, ApiError> {
-    Ok(Owner::public())
+/// The caller's owner (`AUTH_MODE`); every handler scopes every read and write by it.
+fn owner(ctx: &Ctx, headers: &HeaderMap) -> Result<Owner, ApiError> {
+    ctx.auth
+        .authenticate(headers)
+        .map_err(|e| ApiError::Unauthorized(e.www_authenticate()))
+}
+
+/// A write's result: committed now, or the stored first result of an idempotent request.
+enum Written {
+    Fresh(WriteEffect),
+    Replayed(StoredReply),
+}
+
+/// Writes `command`, honouring `Idempotency-Key`: a stored first result is replayed
+/// (422 when the key came with another request), a key in flight here is a 409, and a
+/// new result is stored with the change, in its transaction.
+async fn write_once(
+    ctx: &Ctx,
+    owner: &Owner,
+    headers: &HeaderMap,
+    request: (&str, &str, &[u8]),
+    command: impl FnOnce(Option<IdempotencyKey>) -> WriteCommand,
+) -> Result<Written, ApiError> {
+    let Some(key) = conditional::idempotency_key(headers)? else {
+        return write(ctx, command(None)).await.map(Written::Fresh);
+    };
+    let (method, path, body) = request;
+    let request_hash = conditional::request_hash(method, path, body);
+    let _claim = ctx.keys_in_flight.claim(owner, &key)?;
+    let lookup_owner = owner.clone();
+    let lookup_key = key.clone();
+    let stored = ctx
+        .handles
+        .shard_for(owner)
+        .call(
+            |reply| ShardMessage::Replay {
+                owner: lookup_owner,
+                key: lookup_key,
+                reply,
+            },
+            ctx.request_timeout,
+        )
+        .await??;
+    if let Some(stored) = stored {
+        if stored.request_hash != request_hash {
+            return Err(ApiError::KeyReused);
+        }
+        return Ok(Written::Replayed(stored));
+    }
+    let key = IdempotencyKey { key, request_hash };
+    write(ctx, command(Some(key))).await.map(Written::Fresh)
+}
+
+/// The response to a create or change, fresh or replayed.
+fn written_response(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    written: Written,
+    fresh: StatusCode,
+) -> Result<Response, ApiError> {
+    match written {
+        Written::Fresh(WriteEffect::Created(todo) | WriteEffect::Updated(todo)) => {
+            Ok(todo_response(ctx, headers, &todo, fresh))
+        }
+        Written::Fresh(_) => Err(ApiError::Internal),
+        Written::Replayed(stored) => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(fresh);
+            let mut response = todo_response(ctx, headers, &stored.todo, status);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
 }
 
 /// A malformed id cannot name a todo: it is a 404 like any unknown id.
@@ -193,13 +265,18 @@ async fn create_todo(ctx: Ctx, headers: HeaderMap, body: Result<Bytes, ApiError>
     respond(
         async {
             let owner = owner(&ctx, &headers)?;
-            let new = TodoBody::decode(&headers, &body?)?.into_new()?;
-            match write(&ctx, WriteCommand::create(owner, new)).await? {
-                WriteEffect::Created(todo) => {
-                    Ok(todo_response(&ctx, &headers, &todo, StatusCode::CREATED))
-                }
-                _ => Err(ApiError::Internal),
-            }
+            let body = body?;
+            let new = TodoBody::decode(&headers, &body)?.into_new()?;
+            let todo = Todo::create(TodoId::generate(), owner.clone(), new, now());
+            let written = write_once(
+                &ctx,
+                &owner,
+                &headers,
+                ("POST", "/api/todos", &body),
+                |idempotency| WriteCommand::Create { todo, idempotency },
+            )
+            .await?;
+            written_response(&ctx, &headers, written, StatusCode::CREATED)
         }
         .await,
     )
@@ -248,6 +325,11 @@ async fn get_todo(id: String, ctx: Ctx, headers: HeaderMap) -> Response {
                     ctx.request_timeout,
                 )
                 .await??;
+            if conditional::not_modified(&headers, &todo) {
+                let mut response = StatusCode::NOT_MODIFIED.into_response();
+                response.headers_mut().insert(header::ETAG, etag(&todo));
+                return Ok(response);
+            }
             let mut response = todo_response(&ctx, &headers, &todo, StatusCode::OK);
             let cache = match (stale, source) {
                 (true, _) => "stale",
@@ -281,24 +363,30 @@ async fn update_todo(
         async {
             let owner = owner(&ctx, &headers)?;
             let id = todo_id(&id)?;
-            let decoded = TodoBody::decode(&headers, &body?)?;
+            let body = body?;
+            let decoded = TodoBody::decode(&headers, &body)?;
             let change = match mode {
                 Mode::Patch => decoded.into_patch()?,
                 Mode::Replace => decoded.into_replace()?,
             };
-            let command = WriteCommand::Update {
-                owner,
+            let expected_versions = conditional::if_match_versions(&headers);
+            let command = |idempotency| WriteCommand::Update {
+                owner: owner.clone(),
                 id,
                 change,
-                expected_version: None,
+                expected_versions,
                 at: now(),
+                idempotency,
             };
-            match write(&ctx, command).await? {
-                WriteEffect::Updated(todo) => {
-                    Ok(todo_response(&ctx, &headers, &todo, StatusCode::OK))
+            let written = match mode {
+                // Idempotency-Key is honoured on PATCH; PUT is idempotent by nature.
+                Mode::Patch => {
+                    let path = format!("/api/todos/{id}");
+                    write_once(&ctx, &owner, &headers, ("PATCH", &path, &body), command).await?
                 }
-                _ => Err(ApiError::Internal),
-            }
+                Mode::Replace => Written::Fresh(write(&ctx, command(None)).await?),
+            };
+            written_response(&ctx, &headers, written, StatusCode::OK)
         }
         .await,
     )
@@ -313,7 +401,7 @@ async fn delete_todo(id: String, ctx: Ctx, headers: HeaderMap) -> Response {
             let command = WriteCommand::Delete {
                 owner,
                 id,
-                expected_version: None,
+                expected_versions: conditional::if_match_versions(&headers),
             };
             write(&ctx, command).await?;
             Ok(StatusCode::NO_CONTENT.into_response())

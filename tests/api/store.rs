@@ -39,10 +39,15 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
     let batch = vec![
         WriteCommand::Create {
             todo: good1.clone(),
+            idempotency: None,
         },
-        WriteCommand::Create { todo: bad },
+        WriteCommand::Create {
+            todo: bad,
+            idempotency: None,
+        },
         WriteCommand::Create {
             todo: good2.clone(),
+            idempotency: None,
         },
         WriteCommand::Update {
             owner: Owner::public(),
@@ -52,8 +57,9 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
                 completed: Some(true),
                 order: None,
             },
-            expected_version: None,
+            expected_versions: None,
             at: now(),
+            idempotency: None,
         },
     ];
     // Act

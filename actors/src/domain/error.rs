@@ -20,6 +20,10 @@ pub enum DomainError {
         /// The version the todo has now.
         current: i64,
     },
+    /// The idempotency key is already used by a request that is in flight or committed
+    /// elsewhere; retrying later replays its result.
+    #[error("the idempotency key is in use by another request")]
+    IdempotencyConflict,
     /// The change was not applied (a dependency is down or an actor is restarting);
     /// retrying is safe.
     #[error("temporarily unavailable: {0}")]

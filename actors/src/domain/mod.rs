@@ -6,6 +6,6 @@ mod todo;
 
 pub use error::DomainError;
 pub use todo::{
-    Cursor, ListQuery, MAX_LIST_LIMIT, MAX_TITLE_CHARS, NewTodo, Owner, Todo, TodoChange, TodoId,
-    TodoTitle, WriteCommand, WriteEffect, now,
+    Cursor, IdempotencyKey, ListQuery, MAX_LIST_LIMIT, MAX_TITLE_CHARS, NewTodo, Owner,
+    StoredReply, Todo, TodoChange, TodoId, TodoTitle, WriteCommand, WriteEffect, now,
 };

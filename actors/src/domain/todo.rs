@@ -228,6 +228,27 @@ pub enum TodoChange {
     Replace(NewTodo),
 }
 
+/// An `Idempotency-Key` and the hash of the request it came with: the result of the
+/// first request is stored with it, in the same transaction as the change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it (1 to 255 visible ASCII characters).
+    pub key: String,
+    /// SHA-256 of method, path and body: the same key with another request is refused.
+    pub request_hash: Vec<u8>,
+}
+
+/// A stored first result of an idempotent request, replayed for 24 hours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    /// The hash of the request that made it.
+    pub request_hash: Vec<u8>,
+    /// Its HTTP status (201 for a create, 200 for a change).
+    pub status: u16,
+    /// The todo it answered with.
+    pub todo: Todo,
+}
+
 /// A write the writer actor applies; each is answered with a [`WriteEffect`] or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteCommand {
@@ -235,6 +256,8 @@ pub enum WriteCommand {
     Create {
         /// The todo to insert, fully formed.
         todo: Todo,
+        /// Store the result under this key, if given.
+        idempotency: Option<IdempotencyKey>,
     },
     /// Change one todo.
     Update {
@@ -244,10 +267,12 @@ pub enum WriteCommand {
         id: TodoId,
         /// How.
         change: TodoChange,
-        /// `If-Match` version, if any.
-        expected_version: Option<i64>,
+        /// `If-Match` versions, if any: the change applies only at one of them.
+        expected_versions: Option<Vec<i64>>,
         /// The time to stamp as `updated_at`.
         at: DateTime<Utc>,
+        /// Store the result under this key, if given.
+        idempotency: Option<IdempotencyKey>,
     },
     /// Delete one todo.
     Delete {
@@ -255,8 +280,8 @@ pub enum WriteCommand {
         owner: Owner,
         /// Which.
         id: TodoId,
-        /// `If-Match` version, if any.
-        expected_version: Option<i64>,
+        /// `If-Match` versions, if any.
+        expected_versions: Option<Vec<i64>>,
     },
     /// Delete all of an owner's todos (`completed: Some(true)`: only the completed ones).
     Clear {
@@ -272,13 +297,24 @@ impl WriteCommand {
     pub fn create(owner: Owner, new: NewTodo) -> Self {
         Self::Create {
             todo: Todo::create(TodoId::generate(), owner, new, now()),
+            idempotency: None,
+        }
+    }
+
+    /// The idempotency key the command carries, if any.
+    pub fn idempotency(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::Create { idempotency, .. } | Self::Update { idempotency, .. } => {
+                idempotency.as_ref()
+            }
+            Self::Delete { .. } | Self::Clear { .. } => None,
         }
     }
 
     /// The owner the command acts for.
     pub fn owner(&self) -> &Owner {
         match self {
-            Self::Create { todo } => &todo.owner,
+            Self::Create { todo, .. } => &todo.owner,
             Self::Update { owner, .. } | Self::Delete { owner, .. } | Self::Clear { owner, .. } => {
                 owner
             }

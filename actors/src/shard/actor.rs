@@ -10,7 +10,7 @@ use lru::LruCache;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::messages::{ReadOutcome, ShardMessage};
-use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteEffect};
+use crate::domain::{DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteEffect};
 use crate::handles::ActorHandles;
 use crate::metrics::ReadSource;
 use crate::slot::took_message;
@@ -148,6 +148,10 @@ impl<S: TodoStore> Actor for Shard<S> {
             ShardMessage::List { query, reply } => {
                 took_message(&state.depth);
                 self.list(&myself, state, query, reply).await;
+            }
+            ShardMessage::Replay { owner, key, reply } => {
+                took_message(&state.depth);
+                self.replay(state, owner, key, reply).await;
             }
             ShardMessage::Apply(effects) => {
                 took_message(&state.depth);
@@ -318,6 +322,37 @@ impl<S: TodoStore> Shard<S> {
                 }
             };
             let _ = myself.cast(ShardMessage::Filled { seq, todos });
+        });
+    }
+
+    async fn replay(
+        &self,
+        state: &mut ShardState<S::Reader>,
+        owner: Owner,
+        key: String,
+        reply: RpcReplyPort<Result<Option<StoredReply>, DomainError>>,
+    ) {
+        let Some(reader) = self.ensure_reader(state).await else {
+            let _ = reply.send(Err(DomainError::Unavailable(
+                "the database is unreachable".into(),
+            )));
+            return;
+        };
+        let timeout = state.db_timeout;
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(timeout, reader.get_reply(&owner, &key)).await {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(e)) => {
+                    tracing::warn!(error.message = %e, "idempotency lookup failed");
+                    Err(DomainError::Unavailable(
+                        "the database is unreachable".into(),
+                    ))
+                }
+                Err(_) => Err(DomainError::Unavailable(
+                    "the database did not answer in time".into(),
+                )),
+            };
+            let _ = reply.send(answer);
         });
     }
 

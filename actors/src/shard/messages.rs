@@ -2,7 +2,7 @@
 
 use ractor::RpcReplyPort;
 
-use crate::domain::{DomainError, ListQuery, Owner, Todo, TodoId, WriteEffect};
+use crate::domain::{DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteEffect};
 use crate::metrics::ReadSource;
 use crate::store::StoreError;
 
@@ -34,6 +34,15 @@ pub enum ShardMessage {
         query: ListQuery,
         /// Where the answer goes.
         reply: RpcReplyPort<Result<Vec<Todo>, DomainError>>,
+    },
+    /// The stored result of an idempotent request (read straight from the database).
+    Replay {
+        /// Whose key.
+        owner: Owner,
+        /// The `Idempotency-Key`.
+        key: String,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<Option<StoredReply>, DomainError>>,
     },
     /// Committed changes, from the writer (or, later, from other replicas' events).
     Apply(Vec<WriteEffect>),

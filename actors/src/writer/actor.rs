@@ -74,7 +74,7 @@ impl Footprint {
         let mut f = Self::default();
         for p in batch {
             match &p.command {
-                WriteCommand::Create { todo } => {
+                WriteCommand::Create { todo, .. } => {
                     f.ids.insert(todo.id);
                     f.owners.insert(todo.owner.clone());
                 }
@@ -436,7 +436,7 @@ fn forget_in_shards(handles: &ActorHandles, commands: &[WriteCommand]) {
     let mut per_shard: Vec<Vec<(Owner, Option<TodoId>)>> = vec![Vec::new(); handles.shards.len()];
     for command in commands {
         let key = match command {
-            WriteCommand::Create { todo } => (todo.owner.clone(), Some(todo.id)),
+            WriteCommand::Create { todo, .. } => (todo.owner.clone(), Some(todo.id)),
             WriteCommand::Update { owner, id, .. } | WriteCommand::Delete { owner, id, .. } => {
                 (owner.clone(), Some(*id))
             }
@@ -457,6 +457,7 @@ fn outcome_label(result: &WriteReply) -> &'static str {
         Err(DomainError::Invalid { .. }) => "invalid",
         Err(DomainError::NotFound) => "not_found",
         Err(DomainError::PreconditionFailed { .. }) => "precondition_failed",
+        Err(DomainError::IdempotencyConflict) => "conflict",
         Err(DomainError::Unavailable(_)) => "unavailable",
         Err(DomainError::OutcomeUnknown(_)) => "unknown",
     }
