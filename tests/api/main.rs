@@ -2,8 +2,10 @@
 //! per test). `scripts/test` prepares the servers; run alone, set TEST_PG_SERVER_URL.
 
 mod chaos;
+mod contract;
 mod health;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod store;
 mod todos;

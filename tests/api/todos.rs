@@ -472,6 +472,20 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
     assert_problem(app.patch(&path, &json!({})).await, 400).await;
     assert_problem(app.patch(&path, &json!({"title": ""})).await, 400).await;
 
+    // SQL metacharacters in the path and the query string are plain 4xx.
+    for path in [
+        "/api/todos/1'%20OR%20'1'='1",
+        "/api/todos/%27%3B%20DROP%20TABLE%20todos%3B--",
+    ] {
+        assert_problem(app.get(path).await, 404).await;
+    }
+    for query in [
+        "limit=1;DROP%20TABLE%20todos",
+        "completed=true'--",
+        "cursor=')%20OR%201=1--",
+    ] {
+        assert_problem(app.get(&format!("/api/todos?{query}")).await, 400).await;
+    }
     let count: i64 = db(&app.db_url)
         .await
         .query_one("SELECT count(*) FROM todos", &[])
@@ -479,6 +493,17 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
         .expect("count")
         .get(0);
     assert_eq!(count, 1, "only the one valid create was written");
+    // As a title they are just text, stored verbatim.
+    let sql = "'); DROP TABLE todos; -- \\ %_ $1";
+    let todo = app.create(sql).await;
+    assert_eq!(todo["title"], sql);
+    let stored: String = db(&app.db_url)
+        .await
+        .query_one("SELECT title FROM todos WHERE title LIKE '%DROP%'", &[])
+        .await
+        .expect("stored")
+        .get(0);
+    assert_eq!(stored, sql);
     let r = app.get(&path).await;
     assert_eq!(r.json::<Value>().await.expect("json")["version"], 1);
 }
