@@ -201,14 +201,7 @@ impl Modify for RequestBodies {
                 .fold(AnyOfBuilder::new(), |any, field| {
                     any.item(ObjectBuilder::new().required(field))
                 });
-            let patch = AllOfBuilder::new()
-                .item(patch)
-                .item(one_field)
-                .description(Some(
-                    "PATCH body: the fields to change, at least one of `title`, `completed`, \
-                     `order`. Read-only fields of a `Todo` are accepted and ignored; any other \
-                     property is a 400.",
-                ));
+            let patch = AllOfBuilder::new().item(patch).item(one_field);
             components
                 .schemas
                 .insert("TodoPatch".into(), RefOr::T(Schema::AllOf(patch.build())));
