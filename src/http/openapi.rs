@@ -371,12 +371,13 @@ struct ClearQuery {
 #[allow(dead_code)]
 struct IdempotencyKey {
     /// Makes a retry safe: the first result is stored with the change and replayed (scoped
-    /// to the owner, kept 24 hours).
+    /// to the owner, kept 24 hours). 1 to 255 visible ASCII characters.
     #[param(
         rename = "Idempotency-Key",
         required = false,
         min_length = 1,
-        max_length = 255
+        max_length = 255,
+        pattern = "^[!-~]+$"
     )]
     key: String,
 }
@@ -386,7 +387,8 @@ struct IdempotencyKey {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 struct IfMatch {
-    /// Change the todo only while it is at one of these ETags (or `*`); otherwise 412.
+    /// Change the todo only while it is at one of these ETags (strong comparison), or `*`;
+    /// otherwise 412 (also when the header holds no strong ETag at all).
     #[param(rename = "If-Match", required = false)]
     etags: String,
 }
@@ -658,10 +660,89 @@ fn openapi_json() {}
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
+    fn doc() -> Value {
+        serde_json::to_value(document()).expect("the document serialises")
+    }
+
     #[test]
-    fn dump() {
-        println!("{}", document().to_pretty_json().expect("json"));
+    fn the_document_is_openapi_3_1_with_optional_bearer_auth_on_the_api() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let security = &operation["security"];
+                if path.starts_with("/api/") {
+                    assert_eq!(*security, json!([{}, {"bearer": []}]), "{method} {path}");
+                } else {
+                    assert!(security.is_null(), "{method} {path} needs no credentials");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_is_a_problem_and_every_response_may_carry_a_request_id() {
+        let doc = doc();
+        let reusable = doc["components"]["responses"]
+            .as_object()
+            .expect("responses");
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = operation["responses"].as_object().expect("responses");
+                for (status, response) in responses {
+                    let response = match response["$ref"].as_str() {
+                        Some(r) => {
+                            let name = r.trim_start_matches("#/components/responses/");
+                            &reusable[name]
+                        }
+                        None => response,
+                    };
+                    let at = format!("{method} {path} {status}");
+                    assert!(response["headers"]["X-Request-Id"].is_object(), "{at}");
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert!(
+                            response["content"]["application/problem+json"]["schema"]["$ref"]
+                                == "#/components/schemas/Problem",
+                            "{at} is not a problem"
+                        );
+                    }
+                    match status.as_str() {
+                        "401" => assert!(response["headers"]["WWW-Authenticate"].is_object()),
+                        "503" => assert!(response["headers"]["Retry-After"].is_object()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_needs_a_writable_field_and_bodies_reject_unknown_ones() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["TodoCreate"]["additionalProperties"], false);
+        assert_eq!(schemas["TodoCreate"]["required"], json!(["title"]));
+        assert_eq!(schemas["TodoCreate"]["properties"]["id"]["readOnly"], true);
+        let patch = &schemas["TodoPatch"]["allOf"];
+        assert_eq!(patch[0]["additionalProperties"], false);
+        assert_eq!(patch[0]["minProperties"], 1);
+        let required: Vec<&Value> = patch[1]["anyOf"]
+            .as_array()
+            .expect("anyOf")
+            .iter()
+            .map(|s| &s["required"][0])
+            .collect();
+        assert_eq!(
+            required,
+            [&json!("title"), &json!("completed"), &json!("order")]
+        );
     }
 }
