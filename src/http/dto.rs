@@ -210,7 +210,16 @@ fn optional_order(value: Option<Value>, errors: &mut Vec<FieldError>) -> Option<
     match value {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(Value::Number(n)) => match n.as_i64().and_then(|n| i32::try_from(n).ok()) {
+        // JSON Schema counts 487.0 and 1e2 as integers, so they are accepted as such.
+        Some(Value::Number(n)) => match n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX) + 1.0)
+                    .map(|f| f as i64)
+            })
+            .and_then(|n| i32::try_from(n).ok())
+        {
             Some(n) => Some(Some(n)),
             None => {
                 push(errors, "order", "must be a 32-bit integer or null");
@@ -334,6 +343,25 @@ mod tests {
             }
             other => panic!("expected validation errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_fractions_are_not() {
+        let h = json_headers();
+        let new = TodoBody::decode(&h, br#"{"title":"a","order":487.0}"#)
+            .and_then(TodoBody::into_new)
+            .expect("valid");
+        assert_eq!(new.order, Some(487));
+        assert!(
+            TodoBody::decode(&h, br#"{"title":"a","order":1.5}"#)
+                .and_then(TodoBody::into_new)
+                .is_err()
+        );
+        assert!(
+            TodoBody::decode(&h, br#"{"title":"a","order":3e9}"#)
+                .and_then(TodoBody::into_new)
+                .is_err()
+        );
     }
 
     #[test]
