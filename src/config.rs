@@ -215,7 +215,7 @@ pub struct ActorSettings {
     pub batch_max: u32,
     /// Write batches in flight at once, each on its own connection (batches touching the
     /// same todos or owners' clears never overlap).
-    #[arg(long, env = "WRITER_CONNECTIONS", default_value_t = 4,
+    #[arg(long, env = "WRITER_CONNECTIONS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub writer_connections: u32,
     /// Extra wait for a fuller write batch, in microseconds.

@@ -13,7 +13,7 @@ use todo_actors::domain::{
 };
 use todo_actors::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement, Transaction};
+use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 use uuid::Uuid;
 
 use super::error::{at_commit, before_commit, describe, is_data_error};
@@ -194,9 +194,9 @@ enum Raw {
 }
 
 impl PgWriter {
-    async fn run_step(
+    async fn run_step<C: GenericClient + Sync>(
         stmts: &WriterStatements,
-        tx: &Transaction<'_>,
+        tx: &C,
         step: &Step<'_>,
     ) -> Result<Raw, tokio_postgres::Error> {
         match step {
@@ -276,9 +276,9 @@ impl PgWriter {
     }
 
     /// Turns one step's raw result into outcomes for its commands.
-    async fn outcomes(
+    async fn outcomes<C: GenericClient + Sync>(
         stmts: &WriterStatements,
-        tx: &Transaction<'_>,
+        tx: &C,
         step: &Step<'_>,
         raw: Raw,
         out: &mut BatchOutcome,
@@ -335,9 +335,9 @@ impl PgWriter {
     }
 
     /// An update or delete matched no row: unknown id, or a stale `If-Match`.
-    async fn why_missing(
+    async fn why_missing<C: GenericClient + Sync>(
         stmts: &WriterStatements,
-        tx: &Transaction<'_>,
+        tx: &C,
         owner: &Owner,
         id: TodoId,
         expected: &Option<Vec<i64>>,
@@ -354,6 +354,58 @@ impl PgWriter {
             },
             None => DomainError::NotFound,
         })
+    }
+
+    /// Fastest path, for batches with no `If-Match` and no idempotency key (so nothing
+    /// needs a second look inside the transaction): BEGIN, every statement and COMMIT go
+    /// out together, one round trip. A failed statement aborts the transaction, and the
+    /// COMMIT that follows it then rolls back.
+    async fn apply_single_trip(&self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
+        let steps = plan(commands);
+        let client = &self.client;
+        let stmts = &self.stmts;
+        // join! polls in order and each request is sent on its first poll: the server
+        // receives them in this order.
+        let (begun, raws, committed) = futures::join!(
+            client.batch_execute("BEGIN"),
+            join_all(steps.iter().map(|(s, _)| Self::run_step(stmts, client, s))),
+            client.batch_execute("COMMIT"),
+        );
+        let mut ok = Vec::with_capacity(raws.len());
+        let mut refused = None;
+        let mut lost = begun.err();
+        for raw in raws {
+            match raw {
+                Ok(raw) => ok.push(raw),
+                // The first error the server answered is the cause; later ones are
+                // "current transaction is aborted".
+                Err(e) if e.as_db_error().is_some() => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => {
+                    lost.get_or_insert(e);
+                }
+            }
+        }
+        // A statement the server refused means the transaction is aborted and our COMMIT
+        // rolled it back: safe to classify, isolate or retry.
+        if let Some(e) = refused {
+            return Err(Attempt::classify(e));
+        }
+        // Otherwise a lost connection may have lost the answers of statements (and of the
+        // COMMIT) the server did run: the outcome is unknown, never "not written".
+        if let Some(e) = lost {
+            return Err(Attempt::Commit(e));
+        }
+        committed.map_err(Attempt::Commit)?;
+        let mut out = Vec::with_capacity(commands.len());
+        for ((step, _), raw) in steps.iter().zip(ok) {
+            // No preconditions here, so this never queries.
+            Self::outcomes(stmts, client, step, raw, &mut out)
+                .await
+                .map_err(Attempt::Failed)?;
+        }
+        Ok(out)
     }
 
     /// Fast path: every step pipelined, one COMMIT.
@@ -508,7 +560,25 @@ fn rejected(e: &tokio_postgres::Error) -> DomainError {
 
 impl WriteConn for PgWriter {
     async fn apply_batch(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, StoreError> {
-        match self.apply_pipelined(commands).await {
+        let simple = commands.iter().all(|c| {
+            c.idempotency().is_none()
+                && !matches!(
+                    c,
+                    WriteCommand::Update {
+                        expected_versions: Some(_),
+                        ..
+                    } | WriteCommand::Delete {
+                        expected_versions: Some(_),
+                        ..
+                    }
+                )
+        });
+        let attempt = if simple {
+            self.apply_single_trip(commands).await
+        } else {
+            self.apply_pipelined(commands).await
+        };
+        match attempt {
             Ok(out) => Ok(out),
             Err(Attempt::DataError) => self
                 .apply_isolated(commands)
