@@ -15,6 +15,7 @@
 //! The edges never hold an `ActorRef`: they go through [`handles::ActorHandles`], whose
 //! slots the supervisor refills on every restart.
 
+pub mod connect;
 pub mod domain;
 pub mod handles;
 pub mod metrics;

@@ -10,14 +10,13 @@ use lru::LruCache;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::messages::{ReadOutcome, ShardMessage};
+use crate::connect::ConnectGate;
 use crate::domain::{DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteEffect};
 use crate::handles::ActorHandles;
 use crate::metrics::ReadSource;
 use crate::slot::took_message;
 use crate::store::{ReadConn, StoreError, TodoStore};
 
-/// After a failed connect, further connects wait this long.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// How often a shard without a usable connection tries to reconnect by itself.
 const TICK_EVERY: Duration = Duration::from_secs(1);
 
@@ -56,7 +55,7 @@ struct InFlightList {
 pub struct ShardState<R> {
     name: String,
     reader: Option<Arc<R>>,
-    last_connect_failure: Option<Instant>,
+    gate: ConnectGate,
     cache: LruCache<TodoId, Todo>,
     misses: Vec<(Owner, TodoId, GetReply)>,
     flush_scheduled: bool,
@@ -95,7 +94,7 @@ impl<S: TodoStore> Actor for Shard<S> {
             name: slot.name().to_owned(),
             depth: slot.depth_counter(),
             reader: None,
-            last_connect_failure: None,
+            gate: ConnectGate::default(),
             cache: LruCache::new(capacity),
             misses: Vec::new(),
             flush_scheduled: false,
@@ -198,37 +197,21 @@ impl<S: TodoStore> Actor for Shard<S> {
 }
 
 impl<S: TodoStore> Shard<S> {
-    /// A usable connection, reconnecting at most every [`RECONNECT_PAUSE`].
+    /// A usable connection, reconnecting through the gate.
     async fn ensure_reader(&self, state: &mut ShardState<S::Reader>) -> Option<Arc<S::Reader>> {
         if let Some(r) = state.reader.as_ref().filter(|r| !r.is_closed()) {
             return Some(Arc::clone(r));
         }
         state.reader = None;
-        if state
-            .last_connect_failure
-            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)
-        {
-            return None;
-        }
-        match tokio::time::timeout(state.db_timeout, self.store.connect_reader()).await {
-            Ok(Ok(reader)) => {
-                let reader = Arc::new(reader);
-                state.reader = Some(Arc::clone(&reader));
-                state.last_connect_failure = None;
-                Some(reader)
-            }
-            Ok(Err(e)) => {
-                state.last_connect_failure = Some(Instant::now());
-                state.handles.sink.db_error("connect");
-                tracing::warn!(shard = %state.name, error.message = %e, "shard cannot connect");
-                None
-            }
-            Err(_) => {
-                state.last_connect_failure = Some(Instant::now());
-                state.handles.sink.db_error("timeout");
-                None
-            }
-        }
+        let connect = self.store.connect_reader();
+        let reader = Arc::new(
+            state
+                .gate
+                .open(&state.name, state.db_timeout, &*state.handles.sink, connect)
+                .await?,
+        );
+        state.reader = Some(Arc::clone(&reader));
+        Some(reader)
     }
 
     async fn get(

@@ -16,6 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use super::messages::{WriteReply, WriterMessage};
+use crate::connect::ConnectGate;
 use crate::domain::{DomainError, Owner, TodoId, WriteCommand, WriteEffect};
 use crate::handles::{ActorHandles, WRITER};
 use crate::metrics::MetricsMessage;
@@ -27,8 +28,6 @@ use crate::store::{StoreError, TodoStore, WriteConn};
 const MAX_ATTEMPTS: u32 = 3;
 /// Pause before re-trying a rolled-back batch (times the attempt number).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
-/// After a failed connect, further connects wait this long (no hammering a dead server).
-const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 /// The writer actor; generic over the store so tests can use an in-memory one.
 pub struct Writer<S: TodoStore> {
@@ -107,7 +106,7 @@ struct InFlight {
 struct Connections<S: TodoStore> {
     store: S,
     idle: Mutex<Vec<S::Writer>>,
-    last_failure: Mutex<Option<Instant>>,
+    gate: ConnectGate,
     db_timeout: Duration,
 }
 
@@ -121,36 +120,11 @@ impl<S: TodoStore> Connections<S> {
                 None => break,
             }
         }
-        let recently_failed = self
-            .last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE);
-        if recently_failed {
-            return Err(DomainError::Unavailable("database unreachable".into()));
-        }
-        let result = tokio::time::timeout(self.db_timeout, self.store.connect_writer()).await;
-        let failed = |kind: &str| {
-            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            handles.sink.db_error(kind);
-        };
-        match result {
-            Ok(Ok(conn)) => {
-                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                Ok(conn)
-            }
-            Ok(Err(e)) => {
-                failed("connect");
-                tracing::warn!(error.message = %e, "writer cannot connect to the database");
-                Err(DomainError::Unavailable("database unreachable".into()))
-            }
-            Err(_) => {
-                failed("timeout");
-                Err(DomainError::Unavailable(
-                    "database connect timed out".into(),
-                ))
-            }
-        }
+        let connect = self.store.connect_writer();
+        self.gate
+            .open(WRITER, self.db_timeout, &*handles.sink, connect)
+            .await
+            .ok_or_else(|| DomainError::Unavailable("database unreachable".into()))
     }
 
     fn give_back(&self, conn: S::Writer) {
@@ -190,7 +164,7 @@ impl<S: TodoStore> Actor for Writer<S> {
             conns: Arc::new(Connections {
                 store: self.store.clone(),
                 idle: Mutex::new(Vec::new()),
-                last_failure: Mutex::new(None),
+                gate: ConnectGate::default(),
                 db_timeout: args.db_timeout,
             }),
             pending: Vec::with_capacity(args.batch_max),
