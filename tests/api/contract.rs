@@ -161,12 +161,7 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.expect("json"), first);
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM todos", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("todos").await;
     assert_eq!(count, 1);
 
     // The same key with another body is a 422 and writes nothing.
@@ -176,14 +171,7 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
     assert_eq!(other.status(), 422);
     assert_eq!(other.headers()["content-type"], "application/problem+json");
     // A bad key is a 400.
-    let r = app
-        .client
-        .post(app.url("/api/todos"))
-        .header("idempotency-key", "a b")
-        .json(&json!({"title": "t"}))
-        .send()
-        .await
-        .expect("request");
+    let r = app.post_with_key("a b", &json!({"title": "t"})).await;
     assert_eq!(r.status(), 400);
 
     // PATCH: replayed too, even after the todo changed again.
@@ -216,12 +204,7 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
         .expect("row")
         .get(0);
     assert_eq!(version, 3, "the replay did not apply the patch again");
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM idempotency_keys", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("idempotency_keys").await;
     assert_eq!(count, 2);
 }
 
@@ -253,12 +236,7 @@ async fn concurrent_requests_with_one_key_create_one_todo_and_the_rest_get_409_o
         }
     }
     assert_eq!(created.len(), 1, "every 201 is the same todo");
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM todos", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("todos").await;
     assert_eq!(count, 1);
 }
 
@@ -295,26 +273,14 @@ async fn a_create_whose_call_timed_out_and_is_retried_with_its_key_makes_exactly
     // there is one todo.
     assert_eq!(statuses[0], 503, "{statuses:?}");
     assert_eq!(replayed, Some(true), "{statuses:?}");
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM todos", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("todos").await;
     assert_eq!(count, 1);
 }
 
 #[tokio::test]
 async fn expired_keys_are_purged_and_no_longer_replayed() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .post(app.url("/api/todos"))
-        .header("idempotency-key", "old")
-        .json(&json!({"title": "a"}))
-        .send()
-        .await
-        .expect("request");
+    let r = app.post_with_key("old", &json!({"title": "a"})).await;
     assert_eq!(r.status(), 201);
     let client = db(&app.db_url).await;
     client
@@ -325,14 +291,7 @@ async fn expired_keys_are_purged_and_no_longer_replayed() {
         .await
         .expect("age");
     // An expired key is not replayed: the request is new again.
-    let r = app
-        .client
-        .post(app.url("/api/todos"))
-        .header("idempotency-key", "old")
-        .json(&json!({"title": "a"}))
-        .send()
-        .await
-        .expect("request");
+    let r = app.post_with_key("old", &json!({"title": "a"})).await;
     assert_eq!(r.status(), 201);
     assert!(r.headers().get("idempotent-replayed").is_none());
     // The purge deletes only expired keys.
@@ -343,14 +302,7 @@ async fn expired_keys_are_purged_and_no_longer_replayed() {
         )
         .await
         .expect("age");
-    let r = app
-        .client
-        .post(app.url("/api/todos"))
-        .header("idempotency-key", "fresh")
-        .json(&json!({"title": "b"}))
-        .send()
-        .await
-        .expect("request");
+    let r = app.post_with_key("fresh", &json!({"title": "b"})).await;
     assert_eq!(r.status(), 201);
     let config: tokio_postgres::Config = app.db_url.parse().expect("url");
     let pool = todo_service::db::create_pool(&config, 1).expect("pool");

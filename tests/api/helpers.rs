@@ -146,6 +146,32 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// Rows in `table` of this app's database.
+    pub async fn count(&self, table: &str) -> i64 {
+        db(&self.db_url)
+            .await
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// `POST /api/todos` with an `Idempotency-Key`.
+    pub async fn post_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/todos"))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET path` decoded as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).await.json().await.expect("json")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -331,12 +331,7 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
         assert!(Instant::now() < deadline, "writes did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let list: Vec<Value> = app
-        .get("/api/todos?limit=1000")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Vec<Value> = app.get_json("/api/todos?limit=1000").await;
     assert_eq!(list.len(), acked.len());
     let rows = db(&pg.url("todos"))
         .await

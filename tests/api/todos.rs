@@ -200,7 +200,7 @@ async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
         .await
         .expect("json");
 
-    let all: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
+    let all: Vec<Value> = app.get_json("/api/todos").await;
     let titles: Vec<&str> = all
         .iter()
         .map(|t| t["title"].as_str().expect("title"))
@@ -208,20 +208,10 @@ async fn list_filters_limits_and_orders_by_order_nulls_last_then_creation() {
     assert_eq!(titles, ["b", "c", "a", "d"]);
     assert_eq!(all[0]["url"], b["url"]);
 
-    let done: Vec<Value> = app
-        .get("/api/todos?completed=true")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let done: Vec<Value> = app.get_json("/api/todos?completed=true").await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["id"], a["id"]);
-    let open: Vec<Value> = app
-        .get("/api/todos?completed=false")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let open: Vec<Value> = app.get_json("/api/todos?completed=false").await;
     assert_eq!(open.len(), 3);
 
     let r = app.get("/api/todos?limit=2").await;
@@ -274,7 +264,7 @@ async fn delete_collection_clears_all_or_only_completed() {
         .await
         .expect("request");
     assert_eq!(r.status(), 204);
-    let left: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
+    let left: Vec<Value> = app.get_json("/api/todos").await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["title"], "open");
     let path = format!("/api/todos/{}", done["id"].as_str().expect("id"));
@@ -291,14 +281,9 @@ async fn delete_collection_clears_all_or_only_completed() {
         .await
         .expect("request");
     assert_eq!(r.status(), 204);
-    let left: Vec<Value> = app.get("/api/todos").await.json().await.expect("json");
+    let left: Vec<Value> = app.get_json("/api/todos").await;
     assert!(left.is_empty());
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM todos", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("todos").await;
     assert_eq!(count, 0);
 }
 
@@ -486,12 +471,7 @@ async fn invalid_bodies_are_4xx_problems_and_write_nothing() {
     ] {
         assert_problem(app.get(&format!("/api/todos?{query}")).await, 400).await;
     }
-    let count: i64 = db(&app.db_url)
-        .await
-        .query_one("SELECT count(*) FROM todos", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let count = app.count("todos").await;
     assert_eq!(count, 1, "only the one valid create was written");
     // As a title they are just text, stored verbatim.
     let sql = "'); DROP TABLE todos; -- \\ %_ $1";
@@ -632,12 +612,7 @@ async fn a_client_reads_its_own_writes_through_the_cache() {
             (got["version"].clone(), got["title"].clone()),
             (json!(2), json!(format!("t{i}-v2")))
         );
-        let list: Vec<Value> = app
-            .get("/api/todos?limit=1000")
-            .await
-            .json()
-            .await
-            .expect("json");
+        let list: Vec<Value> = app.get_json("/api/todos?limit=1000").await;
         assert!(
             list.iter()
                 .any(|t| t["id"] == todo["id"] && t["version"] == 2)
