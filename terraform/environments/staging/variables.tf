@@ -113,13 +113,8 @@ variable "db_max_allocated_storage_gb" {
 
 variable "db_backup_retention_days" {
   type        = number
-  description = "Automated backup / point-in-time restore window in days (7-35)."
+  description = "Automated backup / point-in-time restore window in days (7-35, checked by modules/stack)."
   default     = 7
-
-  validation {
-    condition     = var.db_backup_retention_days >= 7 && var.db_backup_retention_days <= 35
-    error_message = "db_backup_retention_days must be 7-35: point-in-time restore needs at least a week of backups (docs/recovery.md)."
-  }
 }
 
 variable "db_max_connections_alarm" {

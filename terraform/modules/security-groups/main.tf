@@ -47,7 +47,7 @@ resource "aws_security_group" "pods" {
 }
 
 resource "aws_security_group" "rds" {
-  #checkov:skip=CKV2_AWS_5:Attached in another module: environments pass it to module rds (vpc_security_group_ids); checkov does not follow module outputs.
+  #checkov:skip=CKV2_AWS_5:Attached in another module: modules/stack passes it to module rds (vpc_security_group_ids); checkov does not follow module outputs.
   name        = "${var.name}-rds"
   description = "PostgreSQL: 5432 from the todo-service pods only; no egress"
   vpc_id      = var.vpc_id
@@ -60,7 +60,7 @@ resource "aws_security_group" "rds" {
 }
 
 resource "aws_security_group" "cluster" {
-  #checkov:skip=CKV2_AWS_5:Attached in another module: environments pass it to module eks (vpc_config.security_group_ids); checkov does not follow module outputs.
+  #checkov:skip=CKV2_AWS_5:Attached in another module: modules/stack passes it to module eks (vpc_config.security_group_ids); checkov does not follow module outputs.
   name        = "${var.name}-eks-cluster"
   description = "Additional security group of the EKS control plane ENIs"
   vpc_id      = var.vpc_id
@@ -73,7 +73,7 @@ resource "aws_security_group" "cluster" {
 }
 
 resource "aws_security_group" "nodes" {
-  #checkov:skip=CKV2_AWS_5:Attached in another module: environments pass it to module eks (node launch template); checkov does not follow module outputs.
+  #checkov:skip=CKV2_AWS_5:Attached in another module: modules/stack passes it to module eks (node launch template); checkov does not follow module outputs.
   name        = "${var.name}-eks-nodes"
   description = "EKS managed node group: what kubelet, the VPC CNI and system pods need"
   vpc_id      = var.vpc_id

@@ -1,6 +1,8 @@
 # Offline plan with a mocked AWS provider (terraform test, Terraform >= 1.7): catches what
 # `validate` cannot (expressions over real variable values, counts, variable validations)
-# without credentials. Run by scripts/ops/check-terraform.
+# without credentials. Run by scripts/ops/check-terraform. This file checks what is
+# particular to staging (its defaults, its names); what holds for every environment (the NAT
+# toggle, the backup retention range) is tested once in modules/stack/tests.
 mock_provider "aws" {
   mock_data "aws_caller_identity" {
     defaults = { account_id = "123456789012" }
@@ -32,6 +34,11 @@ run "plan_with_defaults" {
   }
 
   assert {
+    condition     = var.db_backup_retention_days == 7
+    error_message = "staging keeps 7 days of automated backups by default (docs/recovery.md)."
+  }
+
+  assert {
     condition     = output.eks_cluster_name == "todo-staging"
     error_message = "The cluster must be named todo-staging (k8s overlays and docs use it)."
   }
@@ -40,27 +47,9 @@ run "plan_with_defaults" {
     condition     = output.db_instance_identifier == "todo-staging"
     error_message = "The DB instance must be named todo-staging (docs/recovery.md uses it)."
   }
-}
-
-run "nat_gateway_per_az_toggle" {
-  command = plan
-
-  variables {
-    nat_gateway_per_az = true
-  }
 
   assert {
-    condition     = length(output.nat_gateway_public_ips) == 3
-    error_message = "nat_gateway_per_az must switch between one shared and one-per-AZ NAT gateways."
+    condition     = output.service_secret_name == "todo-staging/todo-service"
+    error_message = "The service secret must be named todo-staging/todo-service (k8s/overlays/staging reads it)."
   }
-}
-
-run "rejects_short_backup_retention" {
-  command = plan
-
-  variables {
-    db_backup_retention_days = 3
-  }
-
-  expect_failures = [var.db_backup_retention_days]
 }
