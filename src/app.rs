@@ -58,15 +58,17 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
         tracing::info!(settings = ?settings, "starting");
-        let pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
+        let mut pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
+        let tls =
+            db::tls(&mut pg, settings.db.ca_file.as_deref()).context("setting up database TLS")?;
         let auth = http::auth::Authenticator::from_settings(&settings.auth)
             .map_err(anyhow::Error::msg)
             .context("loading the authentication settings")?;
-        let applied = db::migrate(&pg)
+        let applied = db::migrate(&pg, &tls)
             .await
             .context("applying database migrations")?;
         tracing::info!(?applied, "migrations applied");
-        let pool = db::create_pool(&pg, settings.db.pool_size as usize)
+        let pool = db::create_pool(&pg, &tls, settings.db.pool_size as usize)
             .context("creating the database pool")?;
 
         let metrics = Arc::new(Metrics::new());
@@ -85,7 +87,7 @@ impl App {
         };
         let (supervisor, supervisor_done) = Actor::spawn(
             None,
-            RootSupervisor::new(PgStore::new(pg)),
+            RootSupervisor::new(PgStore::new(pg, tls)),
             SupervisorArgs {
                 config,
                 handles: Arc::clone(&handles),

@@ -139,6 +139,10 @@ pub struct DbSettings {
     /// Database when DATABASE_URL is unset.
     #[arg(long, env = "PGDATABASE", default_value = "todos")]
     pub pg_database: String,
+    /// PEM bundle of the CA that signed the server's certificate (e.g. Amazon RDS's), used
+    /// when DATABASE_URL has sslmode=require; without it, the Mozilla roots.
+    #[arg(long, env = "DB_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Pooled connections for readiness checks and maintenance (actors own their own).
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -160,6 +164,7 @@ impl fmt::Debug for DbSettings {
             .field("pg_port", &self.pg_port)
             .field("pg_user", &self.pg_user)
             .field("pg_database", &self.pg_database)
+            .field("ca_file", &self.ca_file)
             .field("pool_size", &self.pool_size)
             .field("db_timeout_ms", &self.db_timeout_ms)
             .finish()

@@ -38,8 +38,9 @@ async fn serve(settings: todo_service::config::Settings) -> anyhow::Result<ExitC
 
 async fn migrate(settings: &todo_service::config::Settings) -> anyhow::Result<ExitCode> {
     settings.validate().map_err(anyhow::Error::msg)?;
-    let pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
-    let applied = db::migrate(&pg).await?;
+    let mut pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
+    let tls = db::tls(&mut pg, settings.db.ca_file.as_deref())?;
+    let applied = db::migrate(&pg, &tls).await?;
     tracing::info!(?applied, "migrations applied");
     Ok(ExitCode::SUCCESS)
 }

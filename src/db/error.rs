@@ -12,6 +12,9 @@ pub enum DbError {
     /// The pool could not hand out a connection.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// TLS could not be set up.
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -3,8 +3,14 @@
 mod error;
 mod todos;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres::config::SslMode;
+pub use tokio_postgres_rustls::MakeRustlsConnect as Tls;
 
 pub use error::DbError;
 pub use todos::PgStore;
@@ -16,12 +22,52 @@ mod embedded {
 /// Key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x746f_646f_5f6d_6967; // "todo_mig"
 
+/// The TLS connector for PostgreSQL, used when the URL says `sslmode=require` (as RDS
+/// with `rds.force_ssl` needs): the server's certificate and host name are verified
+/// against the CA bundle in `ca_file` (for RDS, Amazon's bundle) or, without one, the
+/// Mozilla roots. With any other `sslmode` the connection is plain (local servers often
+/// run self-signed certificates that nothing could verify).
+///
+/// # Errors
+/// [`DbError::Tls`] when the CA file cannot be read or holds no certificate.
+pub fn tls(config: &mut tokio_postgres::Config, ca_file: Option<&Path>) -> Result<Tls, DbError> {
+    if config.get_ssl_mode() != SslMode::Require {
+        config.ssl_mode(SslMode::Disable);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| DbError::Tls(format!("DB_CA_FILE {}: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(DbError::Tls(format!(
+                    "DB_CA_FILE {}: no certificate in it",
+                    path.display()
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Tls::new(config))
+}
+
 /// Opens one connection and drives it on a spawned task.
 ///
 /// # Errors
 /// [`DbError`] when the server cannot be reached or refuses the login.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = config.connect(NoTls).await?;
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error.message = %e, "database connection closed");
@@ -34,10 +80,14 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
 ///
 /// # Errors
 /// [`DbError::Pool`] when the pool cannot be built.
-pub fn create_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+pub fn create_pool(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    size: usize,
+) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
         config.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -54,8 +104,8 @@ pub fn create_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool,
 ///
 /// # Errors
 /// [`DbError`] when the database is unreachable or a migration fails.
-pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>, DbError> {
-    let mut client = connect(config).await?;
+pub async fn migrate(config: &tokio_postgres::Config, tls: &Tls) -> Result<Vec<String>, DbError> {
+    let mut client = connect(config, tls).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -24,12 +24,13 @@ const COLUMNS: &str = r#"id, owner, title, completed, "order", version, created_
 #[derive(Clone)]
 pub struct PgStore {
     config: tokio_postgres::Config,
+    tls: super::Tls,
 }
 
 impl PgStore {
-    /// A store for the database `config` points at.
-    pub fn new(config: tokio_postgres::Config) -> Self {
-        Self { config }
+    /// A store for the database `config` points at, over `tls` when it asks for TLS.
+    pub fn new(config: tokio_postgres::Config, tls: super::Tls) -> Self {
+        Self { config, tls }
     }
 }
 
@@ -38,7 +39,7 @@ impl TodoStore for PgStore {
     type Reader = PgReader;
 
     async fn connect_writer(&self) -> Result<PgWriter, StoreError> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.config, &self.tls).await?;
         let stmts = WriterStatements::prepare(&client)
             .await
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
@@ -46,7 +47,7 @@ impl TodoStore for PgStore {
     }
 
     async fn connect_reader(&self) -> Result<PgReader, StoreError> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.config, &self.tls).await?;
         let get = client
             .prepare(&format!(
                 "SELECT t.{} FROM todos t
@@ -89,8 +90,8 @@ impl TodoStore for PgStore {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    super::connect(config).await.map_err(|e| match e {
+async fn connect(config: &tokio_postgres::Config, tls: &super::Tls) -> Result<Client, StoreError> {
+    super::connect(config, tls).await.map_err(|e| match e {
         super::DbError::Query(e) => StoreError::Unavailable(describe(&e)),
         other => StoreError::Unavailable(other.to_string()),
     })

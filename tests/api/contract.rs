@@ -304,8 +304,9 @@ async fn expired_keys_are_purged_and_no_longer_replayed() {
         .expect("age");
     let r = app.post_with_key("fresh", &json!({"title": "b"})).await;
     assert_eq!(r.status(), 201);
-    let config: tokio_postgres::Config = app.db_url.parse().expect("url");
-    let pool = todo_service::db::create_pool(&config, 1).expect("pool");
+    let mut config: tokio_postgres::Config = app.db_url.parse().expect("url");
+    let tls = todo_service::db::tls(&mut config, None).expect("tls");
+    let pool = todo_service::db::create_pool(&config, &tls, 1).expect("pool");
     assert_eq!(
         todo_service::db::purge_expired_keys(&pool)
             .await

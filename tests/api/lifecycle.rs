@@ -182,17 +182,98 @@ impl PrivatePg {
         pg
     }
 
+    /// Gives the server a certificate for 127.0.0.1 signed by a fresh test CA (written to
+    /// `ca.pem`) and restarts it with TLS on.
+    fn enable_tls(&self) -> PathBuf {
+        let dir = &self.dir;
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=todo test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let _ = std::process::Command::new("chown")
+            .args(["postgres"])
+            .arg(dir.join("server.key"))
+            .arg(dir.join("server.crt"))
+            .status();
+        let _ = std::process::Command::new("chmod")
+            .args(["600"])
+            .arg(dir.join("server.key"))
+            .status();
+        self.stop();
+        self.start();
+        dir.join("ca.pem")
+    }
+
     fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     fn start(&self) {
         let data = self.dir.join("data");
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {}",
             self.port,
             self.dir.display()
         );
+        if self.dir.join("server.crt").exists() {
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                self.dir.display()
+            ));
+        }
         let log = self.dir.join("log");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),
@@ -343,4 +424,68 @@ async fn postgres_down_gives_fast_503s_and_stale_cache_then_recovers_without_los
         assert!(stored.contains(id), "acknowledged {id} lost");
     }
     drop(app);
+}
+
+#[tokio::test]
+async fn sslmode_require_connects_over_verified_tls_and_refuses_an_unknown_ca() {
+    // Arrange: a private server with a certificate from a test CA.
+    let pg = PrivatePg::start_new();
+    let ca = pg.enable_tls();
+    let admin = db(&pg.url("postgres")).await;
+    admin
+        .execute("CREATE DATABASE todos", &[])
+        .await
+        .expect("create db");
+
+    // Act: the app with sslmode=require and the CA.
+    let url = format!("{}?sslmode=require", pg.url("todos"));
+    let app = spawn_app_at(url.clone(), |s| s.db.ca_file = Some(ca.clone())).await;
+    app.create("over tls").await;
+
+    // Assert: every connection of the service is encrypted.
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'todo-service'",
+            &[],
+        )
+        .await
+        .expect("rows");
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "a plain connection"
+    );
+    drop(app);
+
+    // A CA that did not sign the server's certificate: start-up fails.
+    let other =
+        std::env::temp_dir().join(format!("other-ca-{}.pem", uuid::Uuid::now_v7().simple()));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let mut settings = crate::helpers::test_settings(&url);
+    settings.db.ca_file = Some(other.clone());
+    let Err(e) = todo_service::app::App::build(settings).await else {
+        panic!("an unverifiable server certificate was accepted");
+    };
+    let why = format!("{e:#}").to_lowercase();
+    assert!(why.contains("certificate") || why.contains("tls"), "{why}");
+    let _ = std::fs::remove_file(other);
 }

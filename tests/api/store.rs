@@ -5,7 +5,7 @@ use todo_actors::domain::{
     now,
 };
 use todo_actors::store::{TodoStore, WriteConn};
-use todo_service::db::{PgStore, migrate};
+use todo_service::db::{PgStore, migrate, tls};
 
 use crate::helpers::{create_database, db};
 
@@ -26,9 +26,10 @@ fn new_todo(title: &str) -> Todo {
 async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commits() {
     // Arrange: a todo whose title bypassed validation violates the CHECK constraint.
     let url = create_database().await;
-    let config: tokio_postgres::Config = url.parse().expect("url");
-    migrate(&config).await.expect("migrate");
-    let mut conn = PgStore::new(config)
+    let mut config: tokio_postgres::Config = url.parse().expect("url");
+    let tls = tls(&mut config, None).expect("tls");
+    migrate(&config, &tls).await.expect("migrate");
+    let mut conn = PgStore::new(config, tls)
         .connect_writer()
         .await
         .expect("connect");
@@ -85,9 +86,10 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
 #[tokio::test]
 async fn migrations_are_idempotent_and_serialised() {
     let url = create_database().await;
-    let config: tokio_postgres::Config = url.parse().expect("url");
-    let (a, b) = tokio::join!(migrate(&config), migrate(&config));
+    let mut config: tokio_postgres::Config = url.parse().expect("url");
+    let tls = tls(&mut config, None).expect("tls");
+    let (a, b) = tokio::join!(migrate(&config, &tls), migrate(&config, &tls));
     let applied = a.expect("first").len() + b.expect("second").len();
     assert_eq!(applied, 2, "each migration applied exactly once");
-    assert!(migrate(&config).await.expect("again").is_empty());
+    assert!(migrate(&config, &tls).await.expect("again").is_empty());
 }
