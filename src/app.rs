@@ -253,7 +253,7 @@ async fn purge_keys_every(every: Duration, pool: Pool) {
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
-    http::bind(addr)
+    TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {name}={addr}"))
 }

@@ -137,16 +137,25 @@ impl ActorHandles {
 
     /// Mailbox depth of the actor called `name`.
     pub fn mailbox_depth(&self, name: &str) -> i64 {
-        if name == WRITER {
-            return self.writer.depth();
+        match self.slot(name) {
+            Some(Slot::Writer(s)) => s.depth(),
+            Some(Slot::Shard(s)) => s.depth(),
+            Some(Slot::Metrics(s)) => s.depth(),
+            None => 0,
         }
-        if name == METRICS {
-            return self.metrics.depth();
+    }
+
+    /// The slot of the actor called `name`.
+    fn slot(&self, name: &str) -> Option<Slot<'_>> {
+        match name {
+            WRITER => Some(Slot::Writer(&self.writer)),
+            METRICS => Some(Slot::Metrics(&self.metrics)),
+            _ => self
+                .shards
+                .iter()
+                .find(|s| s.name() == name)
+                .map(Slot::Shard),
         }
-        self.shards
-            .iter()
-            .find(|s| s.name() == name)
-            .map_or(0, ActorSlot::depth)
     }
 
     /// Records a lifecycle fact for `name`.
@@ -202,30 +211,29 @@ impl ActorHandles {
 
     /// Kills the actor called `name` (chaos testing). False when no such actor runs.
     pub fn chaos_kill(&self, name: &str) -> bool {
-        let cell = if name == WRITER {
-            self.writer.get().map(|a| a.get_cell())
-        } else if name == METRICS {
-            self.metrics.get().map(|a| a.get_cell())
-        } else {
-            self.shards
-                .iter()
-                .find(|s| s.name() == name)
-                .and_then(|s| s.get().map(|a| a.get_cell()))
+        let cell = match self.slot(name) {
+            Some(Slot::Writer(s)) => s.get().map(|a| a.get_cell()),
+            Some(Slot::Shard(s)) => s.get().map(|a| a.get_cell()),
+            Some(Slot::Metrics(s)) => s.get().map(|a| a.get_cell()),
+            None => None,
         };
         cell.map(|c| c.kill()).is_some()
     }
 
     /// Makes the actor called `name` panic inside a handler (chaos testing).
     pub fn chaos_panic(&self, name: &str) -> bool {
-        if name == WRITER {
-            return self.writer.cast(WriterMessage::Panic);
+        match self.slot(name) {
+            Some(Slot::Writer(s)) => s.cast(WriterMessage::Panic),
+            Some(Slot::Shard(s)) => s.cast(ShardMessage::Panic),
+            Some(Slot::Metrics(s)) => s.cast(MetricsMessage::Panic),
+            None => false,
         }
-        if name == METRICS {
-            return self.metrics.cast(MetricsMessage::Panic);
-        }
-        self.shards
-            .iter()
-            .find(|s| s.name() == name)
-            .is_some_and(|s| s.cast(ShardMessage::Panic))
     }
+}
+
+/// A supervised actor's slot, whatever its message type.
+enum Slot<'a> {
+    Writer(&'a ActorSlot<WriterMessage>),
+    Shard(&'a ActorSlot<ShardMessage>),
+    Metrics(&'a ActorSlot<MetricsMessage>),
 }

@@ -181,11 +181,7 @@ impl WriteConn for MemoryConn {
                 if let (Some(k), Some(i), Ok(WriteEffect::Created(t) | WriteEffect::Updated(t))) =
                     (key, c.idempotency(), &result)
                 {
-                    let status = if matches!(c, WriteCommand::Create { .. }) {
-                        201
-                    } else {
-                        200
-                    };
+                    let status = c.replay_status();
                     replies.insert(
                         k,
                         StoredReply {

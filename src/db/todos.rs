@@ -174,15 +174,23 @@ enum Step<'a> {
     One(&'a WriteCommand),
 }
 
-fn plan(commands: &[WriteCommand]) -> Vec<(Step<'_>, usize)> {
-    let mut steps: Vec<(Step<'_>, usize)> = Vec::new();
-    for (i, command) in commands.iter().enumerate() {
+impl<'a> Step<'a> {
+    /// The step of one command alone.
+    fn of(command: &'a WriteCommand) -> Self {
+        match command {
+            WriteCommand::Create { todo, .. } => Self::Creates(vec![todo]),
+            other => Self::One(other),
+        }
+    }
+}
+
+/// The steps of a batch in order, runs of consecutive creates folded into one.
+fn plan(commands: &[WriteCommand]) -> Vec<Step<'_>> {
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for command in commands {
         match (command, steps.last_mut()) {
-            (WriteCommand::Create { todo, .. }, Some((Step::Creates(run), _))) => run.push(todo),
-            (WriteCommand::Create { todo, .. }, _) => {
-                steps.push((Step::Creates(vec![todo]), i));
-            }
-            (other, _) => steps.push((Step::One(other), i)),
+            (WriteCommand::Create { todo, .. }, Some(Step::Creates(run))) => run.push(todo),
+            _ => steps.push(Step::of(command)),
         }
     }
     steps
@@ -369,7 +377,7 @@ impl PgWriter {
         // receives them in this order.
         let (begun, raws, committed) = futures::join!(
             client.batch_execute("BEGIN"),
-            join_all(steps.iter().map(|(s, _)| Self::run_step(stmts, client, s))),
+            join_all(steps.iter().map(|s| Self::run_step(stmts, client, s))),
             client.batch_execute("COMMIT"),
         );
         let mut ok = Vec::with_capacity(raws.len());
@@ -400,7 +408,7 @@ impl PgWriter {
         }
         committed.map_err(Attempt::Commit)?;
         let mut out = Vec::with_capacity(commands.len());
-        for ((step, _), raw) in steps.iter().zip(ok) {
+        for (step, raw) in steps.iter().zip(ok) {
             // No preconditions here, so this never queries.
             Self::outcomes(stmts, client, step, raw, &mut out)
                 .await
@@ -417,9 +425,9 @@ impl PgWriter {
         let steps = plan(commands);
         let tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let stmts = &self.stmts;
-        let raws = join_all(steps.iter().map(|(s, _)| Self::run_step(stmts, &tx, s))).await;
+        let raws = join_all(steps.iter().map(|s| Self::run_step(stmts, &tx, s))).await;
         let mut out = Vec::with_capacity(commands.len());
-        for ((step, _), raw) in steps.iter().zip(raws) {
+        for (step, raw) in steps.iter().zip(raws) {
             let raw = raw.map_err(Attempt::classify)?;
             Self::outcomes(stmts, &tx, step, raw, &mut out)
                 .await
@@ -454,11 +462,7 @@ impl PgWriter {
             owners.push(todo.owner.as_ref());
             keys.push(&key.key);
             hashes.push(&key.request_hash);
-            statuses.push(if matches!(command, WriteCommand::Create { .. }) {
-                201
-            } else {
-                200
-            });
+            statuses.push(i16::try_from(command.replay_status()).unwrap_or(200));
             bodies.push(serde_json::to_vec(&StoredTodo::from(todo)).unwrap_or_default());
         }
         if keys.is_empty() {
@@ -479,14 +483,8 @@ impl PgWriter {
     /// Slow path after a data error: a savepoint per step; a rejected step fails only
     /// its own commands. Still one transaction.
     async fn apply_isolated(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
-        let mut steps: Vec<Step<'_>> = Vec::new();
         // One step per command here, so a bad create does not take its run with it.
-        for command in commands {
-            steps.push(match command {
-                WriteCommand::Create { todo, .. } => Step::Creates(vec![todo]),
-                other => Step::One(other),
-            });
-        }
+        let steps: Vec<Step<'_>> = commands.iter().map(Step::of).collect();
         let mut tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let mut out = Vec::with_capacity(commands.len());
         for (step, command) in steps.iter().zip(commands) {

@@ -39,10 +39,7 @@ type Ctx = Arc<AdminContext>;
 pub fn routes(
     ctx: Ctx,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    let c = move || {
-        let ctx = Arc::clone(&ctx);
-        warp::any().map(move || Arc::clone(&ctx))
-    };
+    let c = || super::with_ctx(Arc::clone(&ctx));
     let livez = warp::path!("livez").and(warp::get()).and(c()).map(livez);
     let readyz = warp::path!("readyz").and(warp::get()).and(c()).then(readyz);
     let metrics = warp::path!("metrics")

@@ -11,8 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use todo_actors::domain::DomainError;
 use todo_actors::slot::CallError;
+use warp::Rejection;
 use warp::reply::Response;
-use warp::{Rejection, Reply};
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_S: &str = "1";
@@ -174,12 +174,6 @@ impl From<CallError> for ApiError {
                     .into(),
             ),
         }
-    }
-}
-
-impl Reply for ApiError {
-    fn into_response(self) -> Response {
-        ApiError::into_response(self)
     }
 }
 

@@ -130,7 +130,10 @@ pub struct ApiContext {
 /// Shared handle to the context.
 pub type Ctx = Arc<ApiContext>;
 
-fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+/// Hands every request a clone of the shared context `ctx`.
+fn with_ctx<T: Send + Sync + 'static>(
+    ctx: Arc<T>,
+) -> impl Filter<Extract = (Arc<T>,), Error = Infallible> + Clone {
     warp::any().map(move || Arc::clone(&ctx))
 }
 
@@ -309,22 +312,19 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// The request body, at most [`MAX_BODY_BYTES`], whether or not `Content-Length` is
-/// sent (a chunked body is cut off as soon as it passes the limit). Never rejects.
+/// sent (a chunked body is cut off as soon as it passes the limit). Never rejects: hyper
+/// has already refused a malformed `Content-Length`.
 pub fn body() -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
+    warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .then(|headers: HeaderMap, stream| read_limited(headers, stream))
+        .then(read_limited)
 }
 
-async fn read_limited<S, B>(headers: HeaderMap, stream: S) -> Result<Bytes, ApiError>
+async fn read_limited<S, B>(declared: Option<u64>, stream: S) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
@@ -351,12 +351,4 @@ where
 /// The raw query string ("" when there is none). Never rejects.
 pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
-}
-
-/// Binds a listener; bind errors reach the caller instead of panicking in warp.
-///
-/// # Errors
-/// The bind error.
-pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

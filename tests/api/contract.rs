@@ -17,37 +17,21 @@ async fn if_none_match_gives_304_and_if_match_guards_every_change() {
 
     // If-None-Match: current → 304 with the ETag; stale or weak-other → 200; * → 304.
     let r = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", "\"1\"")
-        .send()
-        .await
-        .expect("request");
+        .send_with("GET", &path, ("if-none-match", "\"1\""), None)
+        .await;
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], "\"1\"");
     let r = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", "W/\"1\"")
-        .send()
-        .await
-        .expect("request");
+        .send_with("GET", &path, ("if-none-match", "W/\"1\""), None)
+        .await;
     assert_eq!(r.status(), 304, "If-None-Match uses weak comparison");
     let r = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", "\"7\", \"8\"")
-        .send()
-        .await
-        .expect("request");
+        .send_with("GET", &path, ("if-none-match", "\"7\", \"8\""), None)
+        .await;
     assert_eq!(r.status(), 200);
     let r = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", "*")
-        .send()
-        .await
-        .expect("request");
+        .send_with("GET", &path, ("if-none-match", "*"), None)
+        .await;
     assert_eq!(r.status(), 304);
 
     // If-Match: stale → 412 problem and nothing changes; current → applied.
@@ -56,32 +40,23 @@ async fn if_none_match_gives_304_and_if_match_guards_every_change() {
         ("PUT", json!({"title": "x"})),
     ] {
         let r = app
-            .client
-            .request(method.parse().expect("method"), app.url(&path))
-            .header("if-match", "\"9\"")
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+            .send_with(method, &path, ("if-match", "\"9\""), Some(&body))
+            .await;
         assert_eq!(r.status(), 412, "{method}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
     let r = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", "\"9\"")
-        .send()
-        .await
-        .expect("request");
+        .send_with("DELETE", &path, ("if-match", "\"9\""), None)
+        .await;
     assert_eq!(r.status(), 412);
     let r = app
-        .client
-        .patch(app.url(&path))
-        .header("if-match", "W/\"1\"")
-        .json(&json!({"title": "x"}))
-        .send()
-        .await
-        .expect("request");
+        .send_with(
+            "PATCH",
+            &path,
+            ("if-match", "W/\"1\""),
+            Some(&json!({"title": "x"})),
+        )
+        .await;
     assert_eq!(r.status(), 412, "If-Match uses strong comparison");
     let r = app.get(&path).await;
     assert_eq!(
@@ -91,72 +66,57 @@ async fn if_none_match_gives_304_and_if_match_guards_every_change() {
     );
 
     let r = app
-        .client
-        .patch(app.url(&path))
-        .header("if-match", "\"1\"")
-        .json(&json!({"completed": true}))
-        .send()
-        .await
-        .expect("request");
+        .send_with(
+            "PATCH",
+            &path,
+            ("if-match", "\"1\""),
+            Some(&json!({"completed": true})),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["etag"], "\"2\"");
     let r = app
-        .client
-        .put(app.url(&path))
-        .header("if-match", "\"1\", \"2\"")
-        .json(&json!({"title": "y"}))
-        .send()
-        .await
-        .expect("request");
+        .send_with(
+            "PUT",
+            &path,
+            ("if-match", "\"1\", \"2\""),
+            Some(&json!({"title": "y"})),
+        )
+        .await;
     assert_eq!(r.status(), 200, "a list matches any of its tags");
     let r = app
-        .client
-        .patch(app.url(&path))
-        .header("if-match", "*")
-        .json(&json!({"order": 4}))
-        .send()
-        .await
-        .expect("request");
+        .send_with(
+            "PATCH",
+            &path,
+            ("if-match", "*"),
+            Some(&json!({"order": 4})),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let r = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", "\"4\"")
-        .send()
-        .await
-        .expect("request");
+        .send_with("DELETE", &path, ("if-match", "\"4\""), None)
+        .await;
     assert_eq!(r.status(), 204);
     let r = app
-        .client
-        .patch(app.url(&path))
-        .header("if-match", "*")
-        .json(&json!({"order": 4}))
-        .send()
-        .await
-        .expect("request");
+        .send_with(
+            "PATCH",
+            &path,
+            ("if-match", "*"),
+            Some(&json!({"order": 4})),
+        )
+        .await;
     assert_eq!(r.status(), 404, "If-Match: * on a missing todo");
 }
 
 #[tokio::test]
 async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
     let app = spawn_app().await;
-    let post = |key: &'static str, body: Value| {
-        app.client
-            .post(app.url("/api/todos"))
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
-    };
     // Act: the same request twice.
-    let first = post("k-1", json!({"title": "once"}))
-        .await
-        .expect("request");
+    let first = app.post_with_key("k-1", &json!({"title": "once"})).await;
     assert_eq!(first.status(), 201);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first: Value = first.json().await.expect("json");
-    let again = post("k-1", json!({"title": "once"}))
-        .await
-        .expect("request");
+    let again = app.post_with_key("k-1", &json!({"title": "once"})).await;
     // Assert: replayed, same todo, one row.
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
@@ -165,9 +125,9 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
     assert_eq!(count, 1);
 
     // The same key with another body is a 422 and writes nothing.
-    let other = post("k-1", json!({"title": "different"}))
-        .await
-        .expect("request");
+    let other = app
+        .post_with_key("k-1", &json!({"title": "different"}))
+        .await;
     assert_eq!(other.status(), 422);
     assert_eq!(other.headers()["content-type"], "application/problem+json");
     // A bad key is a 400.
@@ -176,24 +136,27 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
 
     // PATCH: replayed too, even after the todo changed again.
     let path = format!("/api/todos/{}", first["id"].as_str().expect("id"));
-    let patch = |key: &'static str, body: Value| {
-        app.client
-            .patch(app.url(&path))
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
-    };
-    let p1: Value = patch("p-1", json!({"completed": true}))
+    let p1: Value = app
+        .send_with(
+            "PATCH",
+            &path,
+            ("idempotency-key", "p-1"),
+            Some(&json!({"completed": true})),
+        )
         .await
-        .expect("request")
         .json()
         .await
         .expect("json");
     assert_eq!(p1["version"], 2);
     app.patch(&path, &json!({"title": "changed later"})).await;
-    let p2 = patch("p-1", json!({"completed": true}))
-        .await
-        .expect("request");
+    let p2 = app
+        .send_with(
+            "PATCH",
+            &path,
+            ("idempotency-key", "p-1"),
+            Some(&json!({"completed": true})),
+        )
+        .await;
     assert_eq!(p2.status(), 200);
     assert_eq!(p2.headers()["idempotent-replayed"], "true");
     assert_eq!(p2.json::<Value>().await.expect("json"), p1);
@@ -211,17 +174,10 @@ async fn idempotency_key_replays_the_first_result_and_refuses_another_body() {
 #[tokio::test]
 async fn concurrent_requests_with_one_key_create_one_todo_and_the_rest_get_409_or_a_replay() {
     let app = spawn_app().await;
-    let results = join_all((0..10).map(|_| {
-        app.client
-            .post(app.url("/api/todos"))
-            .header("idempotency-key", "same")
-            .json(&json!({"title": "race"}))
-            .send()
-    }))
-    .await;
+    let body = json!({"title": "race"});
+    let results = join_all((0..10).map(|_| app.post_with_key("same", &body))).await;
     let mut created = HashSet::new();
     for r in results {
-        let r = r.expect("request");
         match r.status().as_u16() {
             201 => {
                 created.insert(
@@ -249,14 +205,7 @@ async fn a_create_whose_call_timed_out_and_is_retried_with_its_key_makes_exactly
     let mut statuses = Vec::new();
     let mut replayed = None;
     for _ in 0..200 {
-        let r = app
-            .client
-            .post(app.url("/api/todos"))
-            .header("idempotency-key", "retry-me")
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let r = app.post_with_key("retry-me", &body).await;
         statuses.push(r.status().as_u16());
         if r.status() == 201 {
             replayed = Some(r.headers().get("idempotent-replayed").is_some());

@@ -146,6 +146,24 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// `method path` with one extra header and an optional JSON body.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        header: (&str, &str),
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method.parse().expect("method"), self.url(path))
+            .header(header.0, header.1);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
     /// Rows in `table` of this app's database.
     pub async fn count(&self, table: &str) -> i64 {
         db(&self.db_url)

@@ -321,6 +321,16 @@ impl WriteCommand {
         }
     }
 
+    /// The status an idempotent replay of this command's success answers with: 201 for
+    /// a create, 200 for a change.
+    pub fn replay_status(&self) -> u16 {
+        if matches!(self, Self::Create { .. }) {
+            201
+        } else {
+            200
+        }
+    }
+
     /// A fixed label for metrics and logs.
     pub fn op(&self) -> &'static str {
         match self {

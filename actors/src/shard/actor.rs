@@ -176,7 +176,7 @@ impl<S: TodoStore> Actor for Shard<S> {
                     let answer = result.map_err(|e| {
                         state.handles.sink.db_error("query");
                         tracing::warn!(error.message = %e, "list query failed");
-                        DomainError::Unavailable("the database is unreachable".into())
+                        db_unreachable()
                     });
                     for waiter in list.waiters {
                         let _ = waiter.send(answer.clone());
@@ -255,9 +255,7 @@ impl<S: TodoStore> Shard<S> {
         let misses = std::mem::take(&mut state.misses);
         let Some(reader) = self.ensure_reader(state).await else {
             for (_, _, reply) in misses {
-                let _ = reply.send(Err(DomainError::Unavailable(
-                    "the database is unreachable".into(),
-                )));
+                let _ = reply.send(Err(db_unreachable()));
             }
             return;
         };
@@ -297,9 +295,7 @@ impl<S: TodoStore> Shard<S> {
                     sink.db_error("query");
                     tracing::warn!(error.message = %e, "point read failed");
                     for (_, _, reply) in misses {
-                        let _ = reply.send(Err(DomainError::Unavailable(
-                            "the database is unreachable".into(),
-                        )));
+                        let _ = reply.send(Err(db_unreachable()));
                     }
                     Vec::new()
                 }
@@ -316,9 +312,7 @@ impl<S: TodoStore> Shard<S> {
         reply: RpcReplyPort<Result<Option<StoredReply>, DomainError>>,
     ) {
         let Some(reader) = self.ensure_reader(state).await else {
-            let _ = reply.send(Err(DomainError::Unavailable(
-                "the database is unreachable".into(),
-            )));
+            let _ = reply.send(Err(db_unreachable()));
             return;
         };
         let timeout = state.db_timeout;
@@ -327,9 +321,7 @@ impl<S: TodoStore> Shard<S> {
                 Ok(Ok(stored)) => Ok(stored),
                 Ok(Err(e)) => {
                     tracing::warn!(error.message = %e, "idempotency lookup failed");
-                    Err(DomainError::Unavailable(
-                        "the database is unreachable".into(),
-                    ))
+                    Err(db_unreachable())
                 }
                 Err(_) => Err(DomainError::Unavailable(
                     "the database did not answer in time".into(),
@@ -355,9 +347,7 @@ impl<S: TodoStore> Shard<S> {
             return;
         }
         let Some(reader) = self.ensure_reader(state).await else {
-            let _ = reply.send(Err(DomainError::Unavailable(
-                "the database is unreachable".into(),
-            )));
+            let _ = reply.send(Err(db_unreachable()));
             return;
         };
         let token = state.next_token;
@@ -476,4 +466,9 @@ fn put_if_newer(cache: &mut LruCache<TodoId, Todo>, todo: Todo) {
     {
         cache.put(todo.id, todo);
     }
+}
+
+/// The answer to a read while the database cannot be reached.
+fn db_unreachable() -> DomainError {
+    DomainError::Unavailable("the database is unreachable".into())
 }

@@ -111,15 +111,20 @@ struct Connections<S: TodoStore> {
 }
 
 impl<S: TodoStore> Connections<S> {
+    /// An idle connection that still works, else a new one.
     async fn take(&self, handles: &ActorHandles) -> Result<S::Writer, DomainError> {
         loop {
             let conn = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match conn {
                 Some(c) if !c.is_closed() => return Ok(c),
                 Some(_) => continue,
-                None => break,
+                None => return self.open(handles).await,
             }
         }
+    }
+
+    /// A new connection, through the reconnect gate.
+    async fn open(&self, handles: &ActorHandles) -> Result<S::Writer, DomainError> {
         let connect = self.store.connect_writer();
         self.gate
             .open(WRITER, self.db_timeout, &*handles.sink, connect)
@@ -183,7 +188,7 @@ impl<S: TodoStore> Actor for Writer<S> {
     ) -> Result<(), ActorProcessingErr> {
         // Open the connections now so the first batches do not pay for it.
         for _ in 0..state.args.connections.max(1) {
-            match state.conns.take(&state.args.handles).await {
+            match state.conns.open(&state.args.handles).await {
                 Ok(conn) => state.conns.give_back(conn),
                 Err(_) => break,
             }
