@@ -1,7 +1,6 @@
-//! `App`: builds everything in start-up order (pool → migrations → actors → edges) and
-//! runs until a shutdown signal, then stops in the order that loses nothing:
-//! readiness 503 → keep serving `SHUTDOWN_DELAY_S` → stop accepting → in-flight requests
-//! finish → drain the actors (the writer commits and answers its queue) → close the pool.
+//! `App`: builds everything in start-up order (pool → migrations → actors → application
+//! layer → edges) and runs until a shutdown signal or a meltdown; the order of shutdown
+//! is [`crate::lifecycle`]'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,17 +11,22 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use ractor::{Actor, ActorRef};
 use todo_actors::handles::ActorHandles;
-use todo_actors::supervisor::{ActorConfig, RootMessage, RootSupervisor, SupervisorArgs};
+use todo_actors::supervisor::{
+    ActorConfig, ChildSpec, RootMessage, RootSupervisor, SupervisorArgs,
+};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::db::{self, PgStore};
 use crate::http::admin::{self, AdminContext};
-use crate::http::{self, ApiContext, Cors, Lifecycle, Phase};
+use crate::http::server::{Limits, Server};
+use crate::http::{self, ApiContext, Cors, Edge};
+use crate::lifecycle::{self, Lifecycle, Phase, Running, Timing};
+use crate::maintenance::KeyPurgerSpec;
 use crate::metrics::Metrics;
+use crate::service::{ServiceSettings, TodoService};
 
 /// How the app ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub enum Exit {
 
 /// How long `/livez` shows the meltdown before the process exits.
 const MELTDOWN_LINGER: Duration = Duration::from_millis(500);
+/// Connections the admin port keeps open at most (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// A built application, listening but not yet serving.
 pub struct App {
@@ -61,14 +67,17 @@ impl App {
         let mut pg = settings.db.pg_config().map_err(anyhow::Error::msg)?;
         let tls =
             db::tls(&mut pg, settings.db.ca_file.as_deref()).context("setting up database TLS")?;
-        let auth = http::auth::Authenticator::from_settings(&settings.auth)
+        let mut serving = settings.db.serving_config().map_err(anyhow::Error::msg)?;
+        serving.ssl_mode(pg.get_ssl_mode());
+        let auth = Authenticator::from_settings(&settings.auth)
             .map_err(anyhow::Error::msg)
             .context("loading the authentication settings")?;
         let applied = db::migrate(&pg, &tls)
             .await
             .context("applying database migrations")?;
         tracing::info!(?applied, "migrations applied");
-        let pool = db::create_pool(&pg, &tls, settings.db.pool_size as usize)
+        let db_timeout = settings.db.db_timeout();
+        let pool = db::create_pool(&serving, &tls, settings.db.pool_size as usize, db_timeout)
             .context("creating the database pool")?;
 
         let metrics = Arc::new(Metrics::new());
@@ -81,16 +90,18 @@ impl App {
             batch_linger: Duration::from_micros(settings.actors.batch_linger_us),
             writer_connections: settings.actors.writer_connections as usize,
             cache_capacity: settings.actors.cache_capacity as usize,
-            db_timeout: settings.db.db_timeout(),
+            db_timeout,
             restart_intensity: settings.actors.restart_intensity,
             restart_period: Duration::from_secs(settings.actors.restart_period_s),
         };
+        let others: Vec<Arc<dyn ChildSpec>> = vec![Arc::new(KeyPurgerSpec::new(pool.clone()))];
         let (supervisor, supervisor_done) = Actor::spawn(
             None,
-            RootSupervisor::new(PgStore::new(pg, tls)),
+            RootSupervisor::new(PgStore::new(serving, tls)),
             SupervisorArgs {
                 config,
                 handles: Arc::clone(&handles),
+                others,
             },
         )
         .await
@@ -98,9 +109,19 @@ impl App {
 
         let http_listener = bind(settings.http.http_addr, "HTTP_ADDR").await?;
         let admin_listener = bind(settings.http.admin_addr, "ADMIN_ADDR").await?;
-        let lifecycle = Arc::new(Lifecycle::default());
+        let lifecycle = Arc::new(Lifecycle::new(Arc::clone(&handles), pool.clone()));
+        let service = Arc::new(TodoService::new(
+            Arc::clone(&handles),
+            ServiceSettings {
+                request_timeout: settings.http.request_timeout(),
+                max_in_flight: settings.http.max_in_flight as usize,
+                db_timeout,
+            },
+            pool.clone(),
+        ));
         let api = Arc::new(ApiContext {
-            handles: Arc::clone(&handles),
+            service,
+            auth: Arc::new(auth),
             metrics: Arc::clone(&metrics),
             public_url: settings
                 .http
@@ -108,11 +129,8 @@ impl App {
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_owned()),
             cors: Cors::parse(&settings.http.cors_origins),
-            request_timeout: settings.http.request_timeout(),
-            admission: Arc::new(Semaphore::new(settings.http.max_in_flight as usize)),
+            body_timeout: settings.http.body_timeout(),
             started: Instant::now(),
-            auth,
-            keys_in_flight: http::conditional::KeysInFlight::default(),
         });
         let admin = Arc::new(AdminContext {
             handles: Arc::clone(&handles),
@@ -158,11 +176,13 @@ impl App {
     /// Serves until `shutdown` completes (then drains) or the supervisor melts down.
     ///
     /// # Errors
-    /// When a server task fails unexpectedly.
+    /// None today; kept for start-up steps that may fail later.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<Exit> {
+        let http_port = self.http_port();
+        let admin_port = self.admin_port();
         let Self {
             settings,
             http_listener,
@@ -175,80 +195,58 @@ impl App {
             mut supervisor_done,
             pool,
         } = self;
-        let http_port = http_listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let admin_port = admin_listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let stop_api = CancellationToken::new();
-        let stop_admin = CancellationToken::new();
-        let api_server = tokio::spawn(
-            warp::serve(http::api(api))
-                .incoming(http_listener)
-                .graceful(stop_api.clone().cancelled_owned())
-                .run(),
+        let metrics = Arc::clone(&api.metrics);
+        let tasks = lifecycle.tasks().clone();
+        let api_server = Server::spawn(
+            &tasks,
+            http_listener,
+            Edge::new(warp::service(http::api(Arc::clone(&api))), api),
+            Limits {
+                max_connections: settings.http.max_connections as usize,
+                header_read_timeout: settings.http.header_read_timeout(),
+            },
+            metrics.http_connections.with_label_values(&["api"]),
         );
-        let admin_server = tokio::spawn(
-            warp::serve(admin::routes(admin))
-                .incoming(admin_listener)
-                .graceful(stop_admin.clone().cancelled_owned())
-                .run(),
+        let admin_server = Server::spawn(
+            &tasks,
+            admin_listener,
+            warp::service(admin::routes(admin)),
+            Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                header_read_timeout: settings.http.header_read_timeout(),
+            },
+            metrics.http_connections.with_label_values(&["admin"]),
         );
-        let purge = tokio::spawn(purge_keys_every(PURGE_EVERY, pool.clone()));
         lifecycle.set(Phase::Ready);
         tracing::info!(http_port, admin_port, "ready");
 
-        tokio::select! {
-            () = shutdown => {}
-            _ = &mut supervisor_done => {
-                tracing::error!("the supervisor stopped: exiting so the process is restarted");
-                lifecycle.set(Phase::Draining);
-                tokio::time::sleep(MELTDOWN_LINGER).await;
-                stop_api.cancel();
-                stop_admin.cancel();
-                pool.close();
-                return Ok(Exit::MeltedDown);
-            }
+        let melted = tokio::select! {
+            () = shutdown => false,
+            _ = &mut supervisor_done => true,
+        };
+        let running = Running {
+            lifecycle,
+            api: api_server,
+            admin: admin_server,
+            supervisor,
+            supervisor_done,
+            pool,
+            handles,
+        };
+        if melted {
+            tracing::error!("the supervisor stopped: exiting so the process is restarted");
+            lifecycle::give_up(running, MELTDOWN_LINGER).await;
+            return Ok(Exit::MeltedDown);
         }
-
-        let grace = Duration::from_secs(settings.lifecycle.shutdown_grace_s);
-        lifecycle.set(Phase::Draining);
-        tracing::info!(
-            delay_s = settings.lifecycle.shutdown_delay_s,
-            "draining: readiness is 503"
-        );
-        tokio::time::sleep(Duration::from_secs(settings.lifecycle.shutdown_delay_s)).await;
-
-        stop_api.cancel();
-        if tokio::time::timeout(grace, api_server).await.is_err() {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-        }
-        handles.health.start_draining();
-        // Children first: when a parent exits, ractor kills the children still running.
-        supervisor.drain_children_and_wait(Some(grace)).await;
-        if supervisor.drain_and_wait(Some(grace)).await.is_err() {
-            supervisor.kill();
-        }
-        let _ = supervisor_done.await;
-        stop_admin.cancel();
-        let _ = admin_server.await;
-        purge.abort();
-        pool.close();
-        tracing::info!("stopped");
+        lifecycle::shut_down(
+            running,
+            Timing {
+                delay: Duration::from_secs(settings.lifecycle.shutdown_delay_s),
+                grace: Duration::from_secs(settings.lifecycle.shutdown_grace_s),
+            },
+        )
+        .await;
         Ok(Exit::Clean)
-    }
-}
-
-/// How often expired idempotency keys are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(600);
-
-/// Purges expired idempotency keys forever, in the background (requests never wait on it).
-async fn purge_keys_every(every: Duration, pool: Pool) {
-    let mut ticks = tokio::time::interval(every);
-    loop {
-        ticks.tick().await;
-        match db::purge_expired_keys(&pool).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
-            Err(e) => tracing::warn!(error.message = %e, "purging idempotency keys failed"),
-        }
     }
 }
 

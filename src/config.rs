@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::http::auth::AuthMode;
+use crate::auth::AuthMode;
 
 /// The todo service: REST and NATS edges over supervised actors and PostgreSQL.
 #[derive(Debug, Parser)]
@@ -81,10 +81,26 @@ pub struct HttpSettings {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout_ms: u64,
-    /// Requests in flight beyond which the API answers 503 at once.
+    /// Operations being processed (from either edge) beyond which the service answers
+    /// 503 at once. Counts work in progress, not connections or bodies still arriving.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
+    /// Longest a request body may take to arrive once the headers are in, in seconds;
+    /// after that the client gets 408 and the connection is closed.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_timeout_s: u64,
+    /// Longest a connection may take to send a request's headers (or stay idle between
+    /// requests), in seconds; then it is closed. Keep it above the load balancer's idle
+    /// timeout.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub header_read_timeout_s: u64,
+    /// Open connections per port beyond which a new one is answered 503 and closed.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Enables the chaos hooks on the admin port (needs ADMIN_TOKEN).
     #[arg(long, env = "CHAOS_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub chaos_enabled: bool,
@@ -102,6 +118,9 @@ impl fmt::Debug for HttpSettings {
             .field("cors_origins", &self.cors_origins)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
+            .field("body_timeout_s", &self.body_timeout_s)
+            .field("header_read_timeout_s", &self.header_read_timeout_s)
+            .field("max_connections", &self.max_connections)
             .field("chaos_enabled", &self.chaos_enabled)
             .field(
                 "admin_token",
@@ -115,6 +134,16 @@ impl HttpSettings {
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The body timeout.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_s)
+    }
+
+    /// The header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_s)
     }
 }
 
@@ -147,10 +176,30 @@ pub struct DbSettings {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
-    /// Upper bound on one connect, write batch or query, in milliseconds.
+    /// Upper bound on one connect, write batch or query, in milliseconds: every write is
+    /// answered within this long of reaching the writer.
     #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = 1500,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub db_timeout_ms: u64,
+    /// PostgreSQL `statement_timeout` of the service's sessions, in milliseconds: the
+    /// server stops a statement the service has long given up on.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL `lock_timeout` of the service's sessions, in milliseconds.
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub lock_timeout_ms: u64,
+    /// PostgreSQL `idle_in_transaction_session_timeout` of the service's sessions, in
+    /// milliseconds: a transaction left open by a lost client never holds locks longer.
+    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub idle_in_transaction_timeout_ms: u64,
+    /// Seconds of silence before TCP keepalive probes start (then one a second, three in
+    /// all), so a half-open connection after a failover is found in seconds.
+    #[arg(long, env = "DB_KEEPALIVE_IDLE_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=7200))]
+    pub keepalive_idle_s: u64,
 }
 
 impl fmt::Debug for DbSettings {
@@ -167,6 +216,13 @@ impl fmt::Debug for DbSettings {
             .field("ca_file", &self.ca_file)
             .field("pool_size", &self.pool_size)
             .field("db_timeout_ms", &self.db_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field(
+                "idle_in_transaction_timeout_ms",
+                &self.idle_in_transaction_timeout_ms,
+            )
+            .field("keepalive_idle_s", &self.keepalive_idle_s)
             .finish()
     }
 }
@@ -197,7 +253,34 @@ impl DbSettings {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(self.db_timeout());
         }
-        config.application_name("todo-service");
+        config
+            .application_name("todo-service")
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(self.keepalive_idle_s))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            // Data unacknowledged this long means the peer is gone, even mid-query.
+            .tcp_user_timeout(Duration::from_secs(self.keepalive_idle_s + 3));
+        Ok(config)
+    }
+
+    /// The configuration of serving connections (pool, writer, shards): the session
+    /// timeouts on top of [`DbSettings::pg_config`]. Migrations use `pg_config` alone:
+    /// they may wait for another replica's migration lock, and take their time.
+    ///
+    /// # Errors
+    /// A message naming DATABASE_URL when it does not parse.
+    pub fn serving_config(&self) -> Result<tokio_postgres::Config, String> {
+        let mut config = self.pg_config()?;
+        let ours = format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout_ms, self.lock_timeout_ms, self.idle_in_transaction_timeout_ms
+        );
+        let options = match config.get_options() {
+            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+            _ => ours,
+        };
+        config.options(options);
         Ok(config)
     }
 
@@ -397,8 +480,14 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         self.db.pg_config()?;
         self.auth.validate()?;
-        if self.http.chaos_enabled && self.http.admin_token.is_none() {
-            return Err("CHAOS_ENABLED=true needs ADMIN_TOKEN".into());
+        if self.http.chaos_enabled
+            && self
+                .http
+                .admin_token
+                .as_ref()
+                .is_none_or(|t| t.expose().trim().is_empty())
+        {
+            return Err("CHAOS_ENABLED=true needs a non-empty ADMIN_TOKEN".into());
         }
         if let Some(url) = &self.http.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -1,21 +1,32 @@
-//! The todo service: a warp HTTP edge (and, later, a NATS edge) in front of supervised
-//! ractor actors that own all PostgreSQL access.
+//! The todo service: a warp HTTP edge (and, later, a NATS edge) in front of one
+//! application layer, which drives supervised ractor actors that own all PostgreSQL
+//! access.
 //!
 //! # Layout
 //! - [`config`]: `Settings`, parsed from flags and environment; nothing else reads env.
-//! - [`app`]: start-up order and graceful shutdown.
-//! - [`http`]: the REST API and the admin port.
+//! - [`app`]: start-up order, and the run until a signal or a meltdown.
+//! - [`lifecycle`]: the phase, readiness, background tasks and the order of shutdown.
+//! - [`service`]: the application layer: every operation once (idempotency, paging,
+//!   owner, admission, timeouts), and the wire formats the edges share.
+//! - [`auth`]: from a bearer credential to an owner, whatever the transport.
+//! - [`http`]: the REST API and the admin port, translations onto [`service`], and the
+//!   server that bounds connections and slow clients.
 //! - [`db`]: PostgreSQL connections, migrations, and `TodoStore` over SQL.
+//! - [`maintenance`]: supervised background work (the idempotency-key purge).
 //! - [`metrics`]: every Prometheus metric; also the actors' `MetricsSink`.
 //! - [`telemetry`], [`shutdown`], [`healthcheck`]: process plumbing.
 //!
 //! The actors themselves live in the `todo-actors` crate.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod healthcheck;
 pub mod http;
+pub mod lifecycle;
+pub mod maintenance;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -17,6 +17,42 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Every `kind` of `todo_db_errors_total`.
+pub const DB_ERROR_KINDS: [&str; 6] = [
+    "connect",
+    "timeout",
+    "query",
+    "transient",
+    "commit_unknown",
+    "after_commit",
+];
+
+/// Every `op` of `todo_write_commands_total`.
+pub const WRITE_OPS: [&str; 4] = ["create", "update", "delete", "clear"];
+
+/// The series of `http_*` made at start (success and 503 of each route), so rates and
+/// ratios have a zero to start from.
+const HTTP_SERIES: [(&str, &str, &str); 12] = [
+    ("GET", "/api/todos", "200"),
+    ("POST", "/api/todos", "201"),
+    ("DELETE", "/api/todos", "204"),
+    ("GET", "/api/todos/:id", "200"),
+    ("PATCH", "/api/todos/:id", "200"),
+    ("PUT", "/api/todos/:id", "200"),
+    ("DELETE", "/api/todos/:id", "204"),
+    ("GET", "/health", "200"),
+    ("GET", "/api/todos", "503"),
+    ("POST", "/api/todos", "503"),
+    ("GET", "/api/todos/:id", "503"),
+    ("PATCH", "/api/todos/:id", "503"),
+];
+
+/// Every `edge` of `todo_nats_messages_total`: request/reply, JetStream commands, and
+/// events published by the outbox relay.
+pub const NATS_EDGES: [&str; 3] = ["request", "command", "event"];
+/// Every `outcome` of `todo_nats_messages_total`.
+pub const NATS_OUTCOMES: [&str; 3] = ["ok", "error", "invalid"];
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -24,8 +60,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `http_request_duration_seconds{method, route, status_code}`.
     pub http_duration: HistogramVec,
-    /// `http_in_flight_requests`.
+    /// `http_in_flight_requests`: API requests received and not yet answered.
     pub http_in_flight: IntGauge,
+    /// `todo_http_connections{listener}`: open connections per port.
+    pub http_connections: IntGaugeVec,
     actor_up: IntGaugeVec,
     actor_restarts: IntCounterVec,
     actor_mailbox: IntGaugeVec,
@@ -41,6 +79,8 @@ pub struct Metrics {
     db_errors: IntCounterVec,
     /// `todo_nats_connected` (0 until the NATS edge exists and connects).
     pub nats_connected: IntGauge,
+    /// `todo_nats_messages_total{edge, outcome}`.
+    pub nats_messages: IntCounterVec,
     /// `todo_outbox_pending`.
     pub outbox_pending: IntGauge,
 }
@@ -102,6 +142,11 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ),
             http_in_flight: gauge("http_in_flight_requests", "HTTP requests being served"),
+            http_connections: gauge_vec(
+                "todo_http_connections",
+                "Open HTTP connections per port",
+                &["listener"],
+            ),
             actor_up: gauge_vec("todo_actor_up", "1 while the actor runs", &["actor"]),
             actor_restarts: counter("todo_actor_restarts_total", "Actor restarts", &["actor"]),
             actor_mailbox: gauge_vec(
@@ -148,9 +193,15 @@ impl Metrics {
             ),
             db_errors: counter("todo_db_errors_total", "Database errors by kind", &["kind"]),
             nats_connected: gauge("todo_nats_connected", "1 while connected to NATS"),
+            nats_messages: counter(
+                "todo_nats_messages_total",
+                "NATS messages handled, by edge and outcome",
+                &["edge", "outcome"],
+            ),
             outbox_pending: gauge("todo_outbox_pending", "Events not yet published"),
             registry,
         };
+        metrics.export_zeros();
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -158,6 +209,45 @@ impl Metrics {
             let _ = metrics.registry.register(Box::new(process));
         }
         metrics
+    }
+
+    /// Makes the fixed label values of every labelled family exist from the start, so
+    /// dashboards and alerts see zeros rather than nothing until the first event. (The
+    /// actor families get theirs from the supervisor, which knows the actors.)
+    fn export_zeros(&self) {
+        for kind in DB_ERROR_KINDS {
+            self.db_errors.with_label_values(&[kind]).inc_by(0);
+        }
+        for op in WRITE_OPS {
+            for outcome in todo_actors::writer::OUTCOMES {
+                self.write_commands
+                    .with_label_values(&[op, outcome])
+                    .inc_by(0);
+            }
+        }
+        for source in [ReadSource::Cache, ReadSource::Db] {
+            self.query_reads
+                .with_label_values(&[source.label()])
+                .inc_by(0);
+        }
+        for state in ["idle", "in_use", "max"] {
+            self.db_pool_connections.with_label_values(&[state]).set(0);
+        }
+        for (method, route, status) in HTTP_SERIES {
+            let labels = [method, route, status];
+            self.http_requests.with_label_values(&labels).inc_by(0);
+            let _ = self.http_duration.with_label_values(&labels);
+        }
+        for edge in NATS_EDGES {
+            for outcome in NATS_OUTCOMES {
+                self.nats_messages
+                    .with_label_values(&[edge, outcome])
+                    .inc_by(0);
+            }
+        }
+        for listener in ["api", "admin"] {
+            self.http_connections.with_label_values(&[listener]).set(0);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -178,6 +268,15 @@ impl Default for Metrics {
 }
 
 impl MetricsSink for Metrics {
+    fn actor_known(&self, actor: &str) {
+        let labels = [actor];
+        self.actor_up.with_label_values(&labels).set(1);
+        self.actor_restarts.with_label_values(&labels).inc_by(0);
+        self.actor_mailbox.with_label_values(&labels).set(0);
+        self.actor_messages.with_label_values(&labels).inc_by(0);
+        let _ = self.actor_message_duration.with_label_values(&labels);
+    }
+
     fn actor_up(&self, actor: &str, up: bool) {
         self.actor_up.with_label_values(&[actor]).set(i64::from(up));
     }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use ractor::ActorCell;
+
 use crate::domain::Owner;
+use crate::limbo::Limbo;
 use crate::metrics::{MetricsMessage, MetricsSink};
 use crate::shard::ShardMessage;
 use crate::slot::ActorSlot;
@@ -97,11 +100,16 @@ pub struct ActorHandles {
     pub shards: Vec<ActorSlot<ShardMessage>>,
     /// The metrics actor.
     pub metrics: ActorSlot<MetricsMessage>,
+    /// Per shard, the todos in limbo (see [`crate::limbo`]), indexed like `shards`.
+    pub limbo: Vec<Limbo>,
     /// Where hot-path counters go directly (prometheus counters are atomics).
     pub sink: Arc<dyn MetricsSink>,
     /// Supervisor health.
     pub health: Health,
     table: Mutex<BTreeMap<String, ActorInfo>>,
+    /// The running incarnations of children the service crate provides (see
+    /// [`crate::supervisor::ChildSpec`]), by name, for the chaos hooks.
+    others: Mutex<BTreeMap<String, ActorCell>>,
 }
 
 impl ActorHandles {
@@ -113,9 +121,11 @@ impl ActorHandles {
                 .map(|i| ActorSlot::new(shard_name(i)))
                 .collect(),
             metrics: ActorSlot::new(METRICS),
+            limbo: (0..query_shards.max(1)).map(|_| Limbo::default()).collect(),
             sink,
             health: Health::default(),
             table: Mutex::new(BTreeMap::new()),
+            others: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -209,13 +219,28 @@ impl ActorHandles {
             .collect()
     }
 
+    /// Records the running incarnation of a child the service crate provides (`None`:
+    /// it is down).
+    pub fn set_other(&self, name: &str, cell: Option<ActorCell>) {
+        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
+        match cell {
+            Some(cell) => others.insert(name.to_owned(), cell),
+            None => others.remove(name),
+        };
+    }
+
     /// Kills the actor called `name` (chaos testing). False when no such actor runs.
     pub fn chaos_kill(&self, name: &str) -> bool {
         let cell = match self.slot(name) {
             Some(Slot::Writer(s)) => s.get().map(|a| a.get_cell()),
             Some(Slot::Shard(s)) => s.get().map(|a| a.get_cell()),
             Some(Slot::Metrics(s)) => s.get().map(|a| a.get_cell()),
-            None => None,
+            None => self
+                .others
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned(),
         };
         cell.map(|c| c.kill()).is_some()
     }

@@ -18,6 +18,7 @@
 pub mod connect;
 pub mod domain;
 pub mod handles;
+pub mod limbo;
 pub mod metrics;
 pub mod shard;
 pub mod slot;

@@ -3,10 +3,10 @@
 //! Also the small harness the actor tests share ([`TestSystem`], [`periodic_check`],
 //! command builders).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorRef};
@@ -19,9 +19,14 @@ use crate::handles::ActorHandles;
 use crate::metrics::NoopSink;
 use crate::shard::{ReadOutcome, ShardMessage};
 use crate::slot::CallError;
+use crate::store::SessionId;
 use crate::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
 use crate::supervisor::{ActorConfig, RootMessage, RootSupervisor, SupervisorArgs};
+use crate::writer::Origin;
 use crate::writer::{WriteReply, WriterMessage};
+
+/// One applied batch: when it started and ended, and the ids it touched.
+pub type BatchRecord = (Instant, Instant, Vec<TodoId>);
 
 /// Faults the next operations will meet.
 #[derive(Default)]
@@ -34,6 +39,16 @@ pub struct Faults {
     pub commit_unknown: AtomicBool,
     /// Delay per batch, milliseconds.
     pub batch_delay_ms: AtomicUsize,
+    /// When non-zero, the next batch answers "COMMIT outcome unknown" at once and its
+    /// COMMIT lands this many milliseconds later (the server was still committing when
+    /// the client gave up); `await_fate` completes only after it landed.
+    pub late_commit_ms: AtomicUsize,
+    /// Panic inside this many batches (before applying them).
+    pub panic_batches: AtomicUsize,
+    /// Apply the next batch, then fail reading its results back.
+    pub after_commit_error: AtomicBool,
+    /// Delay per connect, milliseconds.
+    pub connect_delay_ms: AtomicUsize,
 }
 
 /// Shared in-memory tables plus counters.
@@ -54,6 +69,14 @@ pub struct MemoryStore {
     /// Delay per read query *after* it took its rows, milliseconds: the answer is in
     /// flight while writes carry on, so what it returns may already be out of date.
     pub read_reply_delay_ms: Arc<AtomicUsize>,
+    /// Every batch applied: when it started and ended, and the ids it touched.
+    pub batch_log: Arc<Mutex<Vec<BatchRecord>>>,
+    /// Sessions handed out so far.
+    sessions: Arc<AtomicU64>,
+    /// Sessions whose late COMMIT has not landed yet.
+    unsettled: Arc<Mutex<HashSet<u64>>>,
+    /// How many times `await_fate` was asked.
+    pub fate_checks: Arc<AtomicUsize>,
 }
 
 impl MemoryStore {
@@ -77,18 +100,55 @@ impl TodoStore for MemoryStore {
     type Reader = MemoryConn;
 
     async fn connect_writer(&self) -> Result<MemoryConn, StoreError> {
+        self.connect_delay().await;
         self.check_up()?;
-        Ok(MemoryConn(self.clone()))
+        Ok(self.conn())
     }
 
     async fn connect_reader(&self) -> Result<MemoryConn, StoreError> {
+        self.connect_delay().await;
         self.check_up()?;
-        Ok(MemoryConn(self.clone()))
+        Ok(self.conn())
+    }
+
+    async fn await_fate(&self, session: SessionId) -> Result<(), StoreError> {
+        self.fate_checks.fetch_add(1, Ordering::SeqCst);
+        loop {
+            self.check_up()?;
+            if !self
+                .unsettled
+                .lock()
+                .expect("test lock")
+                .contains(&session.0)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl MemoryStore {
+    async fn connect_delay(&self) {
+        let delay = self.faults.connect_delay_ms.load(Ordering::SeqCst) as u64;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+
+    fn conn(&self) -> MemoryConn {
+        MemoryConn {
+            store: self.clone(),
+            session: self.sessions.fetch_add(1, Ordering::SeqCst),
+        }
     }
 }
 
 /// A "connection" to the memory store.
-pub struct MemoryConn(MemoryStore);
+pub struct MemoryConn {
+    store: MemoryStore,
+    session: u64,
+}
 
 fn apply_one(
     todos: &mut HashMap<TodoId, Todo>,
@@ -155,8 +215,17 @@ fn apply_one(
 
 impl WriteConn for MemoryConn {
     async fn apply_batch(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, StoreError> {
-        let store = &self.0;
+        let store = self.store.clone();
         store.check_up()?;
+        let started = Instant::now();
+        if store
+            .faults
+            .panic_batches
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("chaos: a batch task panics");
+        }
         let delay = store.faults.batch_delay_ms.load(Ordering::SeqCst) as u64;
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -168,6 +237,53 @@ impl WriteConn for MemoryConn {
         {
             return Err(StoreError::Transient("serialization failure".into()));
         }
+        let late = store.faults.late_commit_ms.swap(0, Ordering::SeqCst) as u64;
+        if late > 0 {
+            // The client hears nothing back; the server commits a little later.
+            store
+                .unsettled
+                .lock()
+                .expect("test lock")
+                .insert(self.session);
+            let (commands, session) = (commands.to_vec(), self.session);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(late)).await;
+                let _ = store.commit(&commands, started);
+                store.unsettled.lock().expect("test lock").remove(&session);
+            });
+            return Err(StoreError::CommitUnknown(
+                "connection reset during COMMIT".into(),
+            ));
+        }
+        let results = store.commit(commands, started);
+        if store.faults.commit_unknown.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::CommitUnknown(
+                "connection reset during COMMIT".into(),
+            ));
+        }
+        if store
+            .faults
+            .after_commit_error
+            .swap(false, Ordering::SeqCst)
+        {
+            return Err(StoreError::AfterCommit("cannot decode a row".into()));
+        }
+        Ok(results)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.store.faults.down.load(Ordering::SeqCst)
+    }
+
+    fn session(&self) -> SessionId {
+        SessionId(self.session)
+    }
+}
+
+impl MemoryStore {
+    /// Applies `commands` as one committed transaction.
+    fn commit(&self, commands: &[WriteCommand], started: Instant) -> BatchOutcome {
+        let store = self;
         let mut todos = store.todos.lock().expect("test lock");
         let mut replies = store.replies.lock().expect("test lock");
         let results = commands
@@ -181,12 +297,11 @@ impl WriteConn for MemoryConn {
                 if let (Some(k), Some(i), Ok(WriteEffect::Created(t) | WriteEffect::Updated(t))) =
                     (key, c.idempotency(), &result)
                 {
-                    let status = c.replay_status();
                     replies.insert(
                         k,
                         StoredReply {
-                            request_hash: i.request_hash.clone(),
-                            status,
+                            request_hash: Some(i.request_hash.clone()),
+                            outcome: c.replay_outcome(),
                             todo: t.clone(),
                         },
                     );
@@ -199,22 +314,19 @@ impl WriteConn for MemoryConn {
             .lock()
             .expect("test lock")
             .push(commands.len());
-        if store.faults.commit_unknown.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::CommitUnknown(
-                "connection reset during COMMIT".into(),
-            ));
-        }
-        Ok(results)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.0.faults.down.load(Ordering::SeqCst)
+        let ids = commands.iter().filter_map(|c| c.key().1).collect();
+        store
+            .batch_log
+            .lock()
+            .expect("test lock")
+            .push((started, Instant::now(), ids));
+        results
     }
 }
 
 impl ReadConn for MemoryConn {
     async fn get_todos(&self, keys: &[(Owner, TodoId)]) -> Result<Vec<Todo>, StoreError> {
-        let store = &self.0;
+        let store = &self.store;
         store.check_up()?;
         let delay = store.read_delay_ms.load(Ordering::SeqCst) as u64;
         if delay > 0 {
@@ -232,7 +344,7 @@ impl ReadConn for MemoryConn {
     }
 
     async fn list_todos(&self, query: &ListQuery) -> Result<Vec<Todo>, StoreError> {
-        let store = &self.0;
+        let store = &self.store;
         store.check_up()?;
         let delay = store.read_delay_ms.load(Ordering::SeqCst) as u64;
         if delay > 0 {
@@ -257,13 +369,13 @@ impl ReadConn for MemoryConn {
     }
 
     async fn get_reply(&self, owner: &Owner, key: &str) -> Result<Option<StoredReply>, StoreError> {
-        self.0.check_up()?;
-        let replies = self.0.replies.lock().expect("test lock");
+        self.store.check_up()?;
+        let replies = self.store.replies.lock().expect("test lock");
         Ok(replies.get(&(owner.clone(), key.to_owned())).cloned())
     }
 
     fn is_closed(&self) -> bool {
-        self.0.faults.down.load(Ordering::SeqCst)
+        self.store.faults.down.load(Ordering::SeqCst)
     }
 }
 
@@ -319,6 +431,7 @@ impl TestSystem {
             SupervisorArgs {
                 config,
                 handles: Arc::clone(&handles),
+                others: Vec::new(),
             },
         )
         .await
@@ -341,7 +454,11 @@ impl TestSystem {
         self.handles
             .writer
             .call(
-                |reply| WriterMessage::Write { command, reply },
+                |reply| WriterMessage::Write {
+                    command,
+                    origin: Origin::here("test".into()),
+                    reply,
+                },
                 CALL_TIMEOUT,
             )
             .await

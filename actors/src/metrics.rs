@@ -39,6 +39,9 @@ impl ReadSource {
 
 /// The metrics the actors emit; implemented by `todo-service` over Prometheus.
 pub trait MetricsSink: Send + Sync + 'static {
+    /// Makes every `{actor}` series of `actor` exist (at zero), so dashboards and alerts
+    /// see it from the start.
+    fn actor_known(&self, actor: &str);
     /// `todo_actor_up{actor}`.
     fn actor_up(&self, actor: &str, up: bool);
     /// `todo_actor_restarts_total{actor}` += n.
@@ -63,6 +66,7 @@ pub trait MetricsSink: Send + Sync + 'static {
 pub struct NoopSink;
 
 impl MetricsSink for NoopSink {
+    fn actor_known(&self, _: &str) {}
     fn actor_up(&self, _: &str, _: bool) {}
     fn actor_restarts(&self, _: &str, _: u64) {}
     fn mailbox_depth(&self, _: &str, _: i64) {}

@@ -23,10 +23,20 @@ pub enum StoreError {
     /// The connection broke while COMMIT was in flight: it may or may not have committed.
     #[error("commit outcome unknown: {0}")]
     CommitUnknown(String),
+    /// The transaction committed, but its results could not be read back: the change is
+    /// made, the caller cannot be told what it is. Never retried.
+    #[error("committed, but the results could not be read: {0}")]
+    AfterCommit(String),
     /// A query failed for another reason.
     #[error("query failed: {0}")]
     Query(String),
 }
+
+/// Identifies a writer connection's server session, so that the fate of a transaction
+/// whose COMMIT outcome is unknown can be settled from another connection (for
+/// PostgreSQL, the backend process id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
 
 /// One outcome per command of a batch, in the batch's order.
 pub type BatchOutcome = Vec<Result<WriteEffect, DomainError>>;
@@ -43,6 +53,17 @@ pub trait TodoStore: Clone + Send + Sync + 'static {
 
     /// Opens a query shard's connection.
     fn connect_reader(&self) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
+
+    /// Completes once whatever `session` had in flight can no longer commit: its
+    /// transaction has committed or rolled back for good (for PostgreSQL, the backend
+    /// has exited; it is asked to). Until then, a COMMIT whose answer was lost may still
+    /// land.
+    ///
+    /// # Errors
+    /// [`StoreError`] when that cannot be established now (the database is unreachable);
+    /// the caller tries again later.
+    fn await_fate(&self, session: SessionId)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The writer's connection: applies whole batches, one transaction each.
@@ -59,6 +80,9 @@ pub trait WriteConn: Send + Sync + 'static {
 
     /// True once the connection is unusable.
     fn is_closed(&self) -> bool;
+
+    /// The server session of this connection (see [`TodoStore::await_fate`]).
+    fn session(&self) -> SessionId;
 }
 
 /// A query shard's connection.

@@ -1,28 +1,58 @@
 //! `RootSupervisor`: spawns every long-lived actor linked to itself and handles every
 //! child event itself (ractor's default would stop the supervisor when any child stops).
 //!
-//! A child that fails or is killed is restarted after a backoff that doubles per recent
-//! failure (the first within 10 ms). More than `restart_intensity` failures within
-//! `restart_period` is a meltdown: liveness turns false and the supervisor stops, so the
-//! process exits non-zero and Kubernetes restarts the pod. Once draining starts, nothing
-//! is restarted.
+//! A child that fails or is killed is restarted after a backoff: the first restart after
+//! 10 ms, doubling only while the child keeps failing soon after each restart (a crash
+//! loop). A child that ran healthily for [`HEALTHY_AFTER`] starts over at 10 ms, so
+//! independent failures, even frequent ones, are each restarted at once. More than
+//! `restart_intensity` failures (of any children) within `restart_period` is a meltdown:
+//! liveness turns false and the supervisor stops, so the process exits non-zero and
+//! Kubernetes restarts the pod. Once draining starts, nothing is restarted.
+//!
+//! Besides its own actors it supervises children the service crate provides through a
+//! [`ChildSpec`] (NATS consumers, the outbox relay, maintenance), so every long-lived
+//! task of the process is restarted by the same root, while this crate stays free of
+//! NATS and SQL.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
 use crate::handles::{ActorHandles, ActorStatus, METRICS, WRITER, shard_name};
 use crate::metrics::{MetricsActor, MetricsArgs};
 use crate::shard::{Shard, ShardArgs};
 use crate::store::TodoStore;
-use crate::writer::{Writer, WriterArgs};
+use crate::writer::{Writer, WriterArgs, WriterShared};
 
-/// First restart delay; doubles with each recent failure of the same child.
+/// First restart delay; doubles with each failure of a child that had not yet run
+/// healthily for [`HEALTHY_AFTER`] since its last restart.
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(10);
 /// Longest restart delay.
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(2);
+/// A child that ran this long since its last (re)start failed independently of its
+/// earlier failures: its next restart is immediate again.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
+/// A future a [`ChildSpec`] returns.
+pub type SpawnFuture<'a> = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send + 'a>>;
+
+/// A child actor that the service crate provides and the root supervises like its own.
+pub trait ChildSpec: Send + Sync + 'static {
+    /// Its name in metrics, logs and `/admin/actors`.
+    fn name(&self) -> &str;
+
+    /// Spawns a new incarnation linked to `supervisor`, makes it reachable to whoever
+    /// uses it (its slot), and returns its cell.
+    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture<'_>;
+
+    /// The incarnation `id` went down: empty its slot, unless it already holds a newer
+    /// incarnation.
+    fn clear(&self, id: ActorId);
+}
 
 /// Tunables of the actor system (from `Settings`).
 #[derive(Debug, Clone)]
@@ -52,17 +82,8 @@ pub enum Child {
     Shard(usize),
     /// The metrics actor.
     Metrics,
-}
-
-impl Child {
-    /// Its name in metrics and `/admin/actors`.
-    pub fn name(self) -> String {
-        match self {
-            Self::Writer => WRITER.to_owned(),
-            Self::Shard(i) => shard_name(i),
-            Self::Metrics => METRICS.to_owned(),
-        }
-    }
+    /// The `n`th [`ChildSpec`] of [`SupervisorArgs::others`].
+    Other(usize),
 }
 
 /// Messages of the supervisor.
@@ -89,20 +110,43 @@ pub struct SupervisorArgs {
     pub config: ActorConfig,
     /// Slots to fill, shared with the edges.
     pub handles: Arc<ActorHandles>,
+    /// Children the service crate provides, started after the writer, in this order.
+    pub others: Vec<Arc<dyn ChildSpec>>,
 }
 
 /// The supervisor's state.
-pub struct SupervisorState {
+pub struct SupervisorState<S: TodoStore> {
     config: ActorConfig,
     handles: Arc<ActorHandles>,
+    others: Vec<Arc<dyn ChildSpec>>,
+    /// The writer's connections and batches in flight, kept across its restarts.
+    writer_shared: Arc<WriterShared<S>>,
     children: HashMap<ActorId, Child>,
     failures: VecDeque<Instant>,
-    recent: HashMap<Child, VecDeque<Instant>>,
+    /// Per child, its failures since it last ran healthily (the backoff exponent).
+    recent: HashMap<Child, u32>,
+    /// When each child was last (re)started.
+    started: HashMap<Child, Instant>,
+}
+
+impl<S: TodoStore> SupervisorState<S> {
+    /// The child's name in metrics and `/admin/actors`.
+    pub fn name_of(&self, child: Child) -> String {
+        match child {
+            Child::Writer => WRITER.to_owned(),
+            Child::Shard(i) => shard_name(i),
+            Child::Metrics => METRICS.to_owned(),
+            Child::Other(i) => self
+                .others
+                .get(i)
+                .map_or_else(|| format!("other-{i}"), |spec| spec.name().to_owned()),
+        }
+    }
 }
 
 impl<S: TodoStore> Actor for RootSupervisor<S> {
     type Msg = RootMessage;
-    type State = SupervisorState;
+    type State = SupervisorState<S>;
     type Arguments = SupervisorArgs;
 
     async fn pre_start(
@@ -113,16 +157,22 @@ impl<S: TodoStore> Actor for RootSupervisor<S> {
         let mut state = SupervisorState {
             config: args.config,
             handles: args.handles,
+            writer_shared: WriterShared::new(self.store.clone()),
+            others: args.others,
             children: HashMap::new(),
             failures: VecDeque::new(),
             recent: HashMap::new(),
+            started: HashMap::new(),
         };
         let shards = state.handles.shards.len();
         let mut all = vec![Child::Metrics];
         all.extend((0..shards).map(Child::Shard));
         all.push(Child::Writer);
+        all.extend((0..state.others.len()).map(Child::Other));
         for child in all {
             self.spawn_child(&myself, &mut state, child).await?;
+            // Exported from the start, so dashboards and alerts see a zero, not nothing.
+            state.handles.sink.actor_known(&state.name_of(child));
         }
         Ok(state)
     }
@@ -139,7 +189,7 @@ impl<S: TodoStore> Actor for RootSupervisor<S> {
                     return Ok(());
                 }
                 if let Err(e) = self.spawn_child(&myself, state, child).await {
-                    tracing::error!(actor = %child.name(), error.message = %e, "restart failed");
+                    tracing::error!(actor = %state.name_of(child), error.message = %e, "restart failed");
                     self.child_down(&myself, state, child, format!("restart failed: {e}"));
                 }
             }
@@ -165,14 +215,13 @@ impl<S: TodoStore> Actor for RootSupervisor<S> {
             return Ok(());
         };
         self.clear_slot(state, child, cell.get_id());
+        let name = state.name_of(child);
         if state.handles.health.is_draining() {
-            tracing::info!(actor = %child.name(), %reason, "actor stopped during shutdown");
-            state
-                .handles
-                .record(&child.name(), ActorStatus::Stopped, None);
+            tracing::info!(actor = %name, %reason, "actor stopped during shutdown");
+            state.handles.record(&name, ActorStatus::Stopped, None);
             return Ok(());
         }
-        tracing::error!(actor = %child.name(), %reason, "supervised actor went down");
+        tracing::error!(actor = %name, %reason, "supervised actor went down");
         self.child_down(&myself, state, child, reason);
         Ok(())
     }
@@ -182,7 +231,7 @@ impl<S: TodoStore> RootSupervisor<S> {
     async fn spawn_child(
         &self,
         myself: &ActorRef<RootMessage>,
-        state: &mut SupervisorState,
+        state: &mut SupervisorState<S>,
         child: Child,
     ) -> Result<(), SpawnErr> {
         let handles = Arc::clone(&state.handles);
@@ -196,10 +245,10 @@ impl<S: TodoStore> RootSupervisor<S> {
                     db_timeout: config.db_timeout,
                     connections: config.writer_connections.max(1),
                     handles: Arc::clone(&handles),
+                    shared: Arc::clone(&state.writer_shared),
                 };
                 let (actor, _) =
-                    Actor::spawn_linked(None, Writer::new(self.store.clone()), args, supervisor)
-                        .await?;
+                    Actor::spawn_linked(None, Writer::<S>::default(), args, supervisor).await?;
                 let id = actor.get_id();
                 handles.writer.set(Some(actor));
                 id
@@ -227,14 +276,22 @@ impl<S: TodoStore> RootSupervisor<S> {
                 handles.metrics.set(Some(actor));
                 id
             }
+            Child::Other(index) => {
+                let spec = Arc::clone(&state.others[index]);
+                let cell = spec.spawn(supervisor).await?;
+                let id = cell.get_id();
+                handles.set_other(spec.name(), Some(cell));
+                id
+            }
         };
         state.children.insert(id, child);
-        handles.record(&child.name(), ActorStatus::Running, None);
+        state.started.insert(child, Instant::now());
+        handles.record(&state.name_of(child), ActorStatus::Running, None);
         Ok(())
     }
 
     /// Empties the child's slot, unless it already holds a newer incarnation.
-    fn clear_slot(&self, state: &SupervisorState, child: Child, id: ActorId) {
+    fn clear_slot(&self, state: &SupervisorState<S>, child: Child, id: ActorId) {
         let h = &state.handles;
         match child {
             Child::Writer if h.writer.get().is_some_and(|a| a.get_id() == id) => h.writer.set(None),
@@ -244,6 +301,11 @@ impl<S: TodoStore> RootSupervisor<S> {
             Child::Metrics if h.metrics.get().is_some_and(|a| a.get_id() == id) => {
                 h.metrics.set(None);
             }
+            Child::Other(i) => {
+                let spec = &state.others[i];
+                spec.clear(id);
+                h.set_other(spec.name(), None);
+            }
             _ => {}
         }
     }
@@ -252,7 +314,7 @@ impl<S: TodoStore> RootSupervisor<S> {
     fn child_down(
         &self,
         myself: &ActorRef<RootMessage>,
-        state: &mut SupervisorState,
+        state: &mut SupervisorState<S>,
         child: Child,
         reason: String,
     ) {
@@ -266,6 +328,7 @@ impl<S: TodoStore> RootSupervisor<S> {
         {
             state.failures.pop_front();
         }
+        let name = state.name_of(child);
         if state.failures.len() > state.config.restart_intensity as usize {
             tracing::error!(
                 failures = state.failures.len(),
@@ -275,26 +338,27 @@ impl<S: TodoStore> RootSupervisor<S> {
             state.handles.health.melt();
             state
                 .handles
-                .record(&child.name(), ActorStatus::Stopped, Some(reason));
+                .record(&name, ActorStatus::Stopped, Some(reason));
             myself.stop(Some("restart intensity exceeded".into()));
             return;
         }
+        // A child that ran healthily for a while failed for a new reason: restart it at
+        // once. Only failures soon after a restart (a crash loop) back off.
+        let healthy = state
+            .started
+            .get(&child)
+            .is_none_or(|t| now.duration_since(*t) >= HEALTHY_AFTER);
         let recent = state.recent.entry(child).or_default();
-        recent.push_back(now);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > period)
-        {
-            recent.pop_front();
+        if healthy {
+            *recent = 0;
         }
-        let exponent = u32::try_from(recent.len().saturating_sub(1))
-            .unwrap_or(u32::MAX)
-            .min(16);
+        let exponent = (*recent).min(16);
+        *recent = recent.saturating_add(1);
         let delay = (FIRST_RESTART_DELAY * 2u32.pow(exponent)).min(MAX_RESTART_DELAY);
         state
             .handles
-            .record(&child.name(), ActorStatus::Restarting, Some(reason));
-        tracing::warn!(actor = %child.name(), delay_ms = delay.as_millis() as u64, "restarting actor");
+            .record(&name, ActorStatus::Restarting, Some(reason));
+        tracing::warn!(actor = %name, delay_ms = delay.as_millis() as u64, "restarting actor");
         myself.send_after(delay, move || RootMessage::Restart(child));
     }
 }

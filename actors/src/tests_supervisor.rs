@@ -1,16 +1,20 @@
 //! `RootSupervisor` unit tests: restarts, calls to a dead actor, meltdown, draining.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use ractor::ActorId;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 
 use crate::handles::{ActorHandles, ActorInfo, ActorStatus, WRITER, shard_name};
 use crate::memory::{MemoryStore, TestSystem, owner, periodic_check, test_config};
 use crate::metrics::ReadSource;
 use crate::slot::CallError;
-use crate::supervisor::ActorConfig;
+use crate::supervisor::{
+    ActorConfig, ChildSpec, HEALTHY_AFTER, RootSupervisor, SpawnFuture, SupervisorArgs,
+};
 
 fn info(handles: &ActorHandles, name: &str) -> Option<ActorInfo> {
     handles.snapshot().into_iter().find(|i| i.name == name)
@@ -199,4 +203,125 @@ async fn a_restart_scheduled_before_draining_began_is_dropped() {
     );
     assert_eq!(info(&sys.handles, WRITER).map(|i| i.restarts), Some(2));
     sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_that_ran_healthily_is_restarted_at_once_however_often_it_failed_before() {
+    // Arrange
+    let sys = TestSystem::with_shards(1).await;
+
+    // Act: three independent failures, each after the writer ran for a while.
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(HEALTHY_AFTER + Duration::from_millis(50)).await;
+        delays.push(panic_writer_and_wait_for_restart(&sys).await);
+    }
+
+    // Assert: no backoff built up (it would be 10, 20, 40 ms and more).
+    assert!(
+        delays.iter().all(|d| *d < Duration::from_millis(50)),
+        "{delays:?}"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_loop_still_backs_off() {
+    // Arrange
+    let sys = TestSystem::with_shards(1).await;
+
+    // Act: the writer fails right after each restart.
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        delays.push(panic_writer_and_wait_for_restart(&sys).await);
+    }
+
+    // Assert: 10, 20, 40, 80, 160 ms: the last restarts wait longer and longer.
+    assert!(delays[4] >= Duration::from_millis(150), "{delays:?}");
+    assert!(delays[3] >= Duration::from_millis(75), "{delays:?}");
+    sys.shutdown().await;
+}
+
+/// A child of the kind the service crate provides (NATS consumers, maintenance): its
+/// slot is an `Option<ActorCell>` here.
+struct Echo;
+
+impl Actor for Echo {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct EchoSpec {
+    slot: Mutex<Option<ActorCell>>,
+    spawned: AtomicUsize,
+}
+
+impl ChildSpec for EchoSpec {
+    fn name(&self) -> &str {
+        "echo"
+    }
+
+    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture<'_> {
+        Box::pin(async move {
+            let (actor, _) = Actor::spawn_linked(None, Echo, (), supervisor).await?;
+            self.spawned.fetch_add(1, Ordering::SeqCst);
+            *self.slot.lock().expect("test lock") = Some(actor.get_cell());
+            Ok(actor.get_cell())
+        })
+    }
+
+    fn clear(&self, id: ActorId) {
+        let mut slot = self.slot.lock().expect("test lock");
+        if slot.as_ref().is_some_and(|c| c.get_id() == id) {
+            *slot = None;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_child_from_a_child_spec_is_supervised_like_the_others() {
+    // Arrange
+    let spec = Arc::new(EchoSpec::default());
+    let handles = crate::memory::test_handles(1);
+    let (supervisor, done) = Actor::spawn(
+        None,
+        RootSupervisor::new(MemoryStore::default()),
+        SupervisorArgs {
+            config: test_config(),
+            handles: Arc::clone(&handles),
+            others: vec![Arc::clone(&spec) as Arc<dyn ChildSpec>],
+        },
+    )
+    .await
+    .expect("supervisor starts");
+    assert_eq!(spec.spawned.load(Ordering::SeqCst), 1);
+    assert!(info(&handles, "echo").is_some_and(|i| i.status == ActorStatus::Running));
+
+    // Act
+    assert!(handles.chaos_kill("echo"), "the chaos hook reaches it");
+
+    // Assert: restarted, its slot refilled, the restart recorded.
+    let restarted = periodic_check(
+        || {
+            spec.spawned.load(Ordering::SeqCst) == 2
+                && spec.slot.lock().expect("test lock").is_some()
+                && info(&handles, "echo").is_some_and(|i| i.restarts == 1)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(restarted, "snapshot: {:?}", info(&handles, "echo"));
+    handles.health.start_draining();
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
 }

@@ -18,6 +18,9 @@ pub enum DbError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A row did not decode.
+    #[error("cannot decode a row: {0}")]
+    Decode(String),
 }
 
 /// True for failures that roll the transaction back and are worth retrying: lost or

@@ -1,7 +1,22 @@
-//! PostgreSQL access: connections, the pool, migrations. Only `src/db` holds SQL.
+//! PostgreSQL access. Only `src/db` holds SQL.
+//!
+//! - this file: connections, TLS, the pool, migrations, the readiness ping;
+//! - [`store`]: [`PgStore`], the actors' persistence port (opening the writer's and the
+//!   shards' connections, settling a transaction whose COMMIT outcome was lost);
+//! - [`batch`]: the writer's batch plan and connection;
+//! - [`reads`]: a query shard's connection and row decoding;
+//! - [`keys`]: idempotency keys (stored replies, lookups, the purge);
+//! - [`error`]: SQLSTATE to what the actors need to know.
+//!
+//! Every serving connection (pool, writer, shards) fails safe: `statement_timeout`,
+//! `lock_timeout` and `idle_in_transaction_session_timeout` are set for its session, and
+//! TCP keepalives find a half-open connection (after a failover) in seconds.
 
+pub mod batch;
 mod error;
-mod todos;
+pub mod keys;
+pub mod reads;
+pub mod store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +28,7 @@ use tokio_postgres::config::SslMode;
 pub use tokio_postgres_rustls::MakeRustlsConnect as Tls;
 
 pub use error::DbError;
-pub use todos::PgStore;
+pub use store::PgStore;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -84,17 +99,23 @@ pub fn create_pool(
     config: &tokio_postgres::Config,
     tls: &Tls,
     size: usize,
+    timeout: std::time::Duration,
 ) -> Result<Pool, DbError> {
+    // A pooled connection is checked with a round trip before it is handed out again; one
+    // that fails is dropped. No checkout waits longer than the database timeout.
     let manager = Manager::from_config(
         config.clone(),
         tls.clone(),
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
         .build()
         .map_err(|e| DbError::Pool(e.to_string()))
 }
@@ -133,34 +154,4 @@ pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
     client.simple_query("SELECT 1").await?;
     Ok(())
-}
-
-/// Rows deleted per statement by [`purge_expired_keys`], so a purge never holds many
-/// row locks or blocks the writer for long.
-const PURGE_CHUNK: i64 = 1000;
-
-/// Deletes idempotency keys older than 24 hours, a chunk at a time, on a pooled
-/// connection (never the writer's). Returns how many were deleted.
-///
-/// # Errors
-/// [`DbError`] when no connection answers or a delete fails.
-pub async fn purge_expired_keys(pool: &Pool) -> Result<u64, DbError> {
-    let client = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
-    let statement = client
-        .prepare_cached(
-            "DELETE FROM idempotency_keys WHERE ctid IN (
-                 SELECT ctid FROM idempotency_keys
-                 WHERE created_at < now() - interval '24 hours'
-                 LIMIT $1)",
-        )
-        .await?;
-    let mut total = 0;
-    loop {
-        let n = client.execute(&statement, &[&PURGE_CHUNK]).await?;
-        total += n;
-        if n < PURGE_CHUNK as u64 {
-            return Ok(total);
-        }
-        tokio::task::yield_now().await;
-    }
 }

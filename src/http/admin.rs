@@ -2,7 +2,6 @@
 //! `CHAOS_ENABLED=true` and the right bearer token, the chaos hooks that kill actors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use http::{HeaderMap, StatusCode, header};
@@ -12,12 +11,9 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::error::ApiError;
-use super::{Lifecycle, Phase};
 use crate::config::Secret;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-
-/// How long `/readyz` waits for the database.
-const DB_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the admin handlers share.
 pub struct AdminContext {
@@ -25,9 +21,9 @@ pub struct AdminContext {
     pub handles: Arc<ActorHandles>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The pool (for the readiness check).
+    /// The pool (for its gauges).
     pub pool: Pool,
-    /// Lifecycle phase.
+    /// Phase and readiness.
     pub lifecycle: Arc<Lifecycle>,
     /// Chaos hooks' token, when chaos is enabled.
     pub chaos_token: Option<Secret>,
@@ -79,47 +75,15 @@ fn livez(ctx: Ctx) -> Response {
     }
 }
 
-/// `GET /readyz`: 200 while serving (possibly degraded), 503 while starting, draining or
-/// melted down; the body lists each component.
+/// `GET /readyz`: see [`Lifecycle::readiness`].
 async fn readyz(ctx: Ctx) -> Response {
-    let database = matches!(
-        tokio::time::timeout(DB_CHECK_TIMEOUT, crate::db::ping(&ctx.pool)).await,
-        Ok(Ok(()))
-    );
-    let writer = ctx.handles.writer.get().is_some();
-    let shards_up = ctx
-        .handles
-        .shards
-        .iter()
-        .filter(|s| s.get().is_some())
-        .count();
-    let shards_total = ctx.handles.shards.len();
-    let phase = ctx.lifecycle.phase();
-    let live = ctx.handles.health.is_live();
-    let serving = phase == Phase::Ready && live;
-    let degraded = !database || !writer || shards_up < shards_total;
-    let status = match (serving, degraded) {
-        (false, _) if !live => "melted down",
-        (false, _) if phase == Phase::Starting => "starting",
-        (false, _) => "draining",
-        (true, true) => "degraded",
-        (true, false) => "ready",
-    };
-    let body = json!({
-        "status": status,
-        "components": {
-            "database": if database { "up" } else { "down" },
-            "nats": "disabled",
-            "writer": if writer { "up" } else { "restarting" },
-            "shards": {"up": shards_up, "total": shards_total},
-        }
-    });
-    let code = if serving {
+    let readiness = ctx.lifecycle.readiness().await;
+    let code = if readiness.serving {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    warp::reply::with_status(warp::reply::json(&body), code).into_response()
+    warp::reply::with_status(warp::reply::json(&readiness.body), code).into_response()
 }
 
 /// `GET /metrics`
@@ -169,7 +133,10 @@ fn chaos(action: String, actor: String, headers: HeaderMap, ctx: Ctx) -> Respons
         )
         .into_response()
     } else {
-        ApiError::Unavailable(format!("{actor} is not running")).into_response()
+        ApiError::Service(crate::service::ServiceError::Unavailable(format!(
+            "{actor} is not running"
+        )))
+        .into_response()
     }
 }
 

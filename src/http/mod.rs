@@ -1,32 +1,43 @@
-//! The warp edge: the REST API (`api`) and the admin port (`admin::routes`).
+//! The warp edge: the REST API (`api`) and the admin port (`admin::routes`), served by
+//! [`server`].
 //!
-//! Every API request passes, in order: CORS preflight short-circuit → admission control
-//! (a semaphore of `MAX_IN_FLIGHT` permits; none left is an immediate 503) → the routes
-//! → `finish`, which adds `X-Request-Id` and CORS headers and records the
-//! `http_*` metrics under the route *template*.
+//! Every API request passes, in order:
+//! 1. [`Edge`], a service around the routes that comes first of all: it takes the
+//!    request id (or makes one), opens the request's span (every log line of the
+//!    request — handler, service, actor, write batch — is inside it or follows from it),
+//!    and, once the response is ready, adds `X-Request-Id` and the CORS headers and
+//!    records the `http_*` metrics and the access log under the route *template* and a
+//!    fixed set of methods (any other method counts as `other`);
+//! 2. CORS preflight, answered at once;
+//! 3. the routes ([`todos`], `/health`, `/openapi.json`), whose handlers translate the
+//!    request into one call of the application layer ([`crate::service`]) and its
+//!    outcome back into a response. Admission control, idempotency and paging live
+//!    there, not here.
 
 pub mod admin;
-pub mod auth;
-pub mod conditional;
-pub mod dto;
 pub mod error;
 pub mod openapi;
+pub mod server;
 pub mod todos;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use todo_actors::handles::ActorHandles;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
+use crate::service::{Call, ServiceError, TodoService};
 use error::ApiError;
 
 /// Largest request body accepted.
@@ -36,38 +47,6 @@ const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-Match, If-None-Match, Idempotency-Key, X-Request-Id, traceparent";
 const EXPOSE_HEADERS: &str =
     "ETag, Location, Link, X-Request-Id, Retry-After, Idempotent-Replayed, X-Cache";
-
-/// Where the process is in its life, as `/readyz` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    /// Start-up not finished.
-    Starting = 0,
-    /// Serving.
-    Ready = 1,
-    /// SIGTERM received: finishing in-flight work.
-    Draining = 2,
-}
-
-/// The shared lifecycle phase.
-#[derive(Debug, Default)]
-pub struct Lifecycle(AtomicU8);
-
-impl Lifecycle {
-    /// The current phase.
-    pub fn phase(&self) -> Phase {
-        match self.0.load(Ordering::SeqCst) {
-            0 => Phase::Starting,
-            1 => Phase::Ready,
-            _ => Phase::Draining,
-        }
-    }
-
-    /// Moves to `phase`.
-    pub fn set(&self, phase: Phase) {
-        self.0.store(phase as u8, Ordering::SeqCst);
-    }
-}
 
 /// Allowed CORS origins.
 #[derive(Debug, Clone)]
@@ -93,13 +72,13 @@ impl Cors {
         }
     }
 
-    fn allow(&self, origin: &str) -> Option<HeaderValue> {
+    fn allow(&self, origin: &[u8]) -> Option<HeaderValue> {
         match self {
             Self::Any => Some(HeaderValue::from_static("*")),
             Self::Only(list) => list
                 .iter()
-                .any(|o| o == origin)
-                .then(|| HeaderValue::from_str(origin).ok())
+                .any(|o| o.as_bytes() == origin)
+                .then(|| HeaderValue::from_bytes(origin).ok())
                 .flatten(),
         }
     }
@@ -107,28 +86,72 @@ impl Cors {
 
 /// What the API handlers share.
 pub struct ApiContext {
-    /// The actors.
-    pub handles: Arc<ActorHandles>,
+    /// The application layer.
+    pub service: Arc<TodoService>,
+    /// Who the caller is (`AUTH_MODE`).
+    pub auth: Arc<Authenticator>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_URL`, without a trailing slash.
     pub public_url: Option<String>,
     /// CORS policy.
     pub cors: Cors,
-    /// How long a handler waits for an actor.
-    pub request_timeout: Duration,
-    /// Admission control.
-    pub admission: Arc<Semaphore>,
+    /// Longest wait for a request body once the headers are in.
+    pub body_timeout: Duration,
     /// Start time, for `/health`.
     pub started: Instant,
-    /// Who the caller is (`AUTH_MODE`).
-    pub auth: auth::Authenticator,
-    /// Idempotency keys of requests in flight on this replica.
-    pub keys_in_flight: conditional::KeysInFlight,
+}
+
+impl ApiContext {
+    /// The call a request makes: its authenticated owner and its request id.
+    ///
+    /// # Errors
+    /// 401 without valid credentials.
+    pub fn call(&self, headers: &HeaderMap, request_id: &RequestId) -> Result<Call, ApiError> {
+        let authorization: Vec<&[u8]> = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let owner = self
+            .auth
+            .authenticate(&authorization)
+            .map_err(ServiceError::from)?;
+        Ok(Call {
+            owner,
+            request_id: Arc::clone(&request_id.0),
+        })
+    }
 }
 
 /// Shared handle to the context.
 pub type Ctx = Arc<ApiContext>;
+
+/// The request id of a request (taken from `X-Request-Id`, or made), put into the
+/// request's extensions by [`Edge`].
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+impl RequestId {
+    /// The client's id when it is sane (1 to 200 visible characters), else a new one.
+    fn of(headers: &HeaderMap) -> Self {
+        let given = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200);
+        Self(given.map_or_else(new_request_id, Arc::from))
+    }
+}
+
+/// A fresh request id: a per-process random prefix and a counter (no system call per
+/// request, unlike a random UUID).
+fn new_request_id() -> Arc<str> {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().simple().to_string());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Arc::from(format!("{prefix}-{n:x}"))
+}
 
 /// Hands every request a clone of the shared context `ctx`.
 fn with_ctx<T: Send + Sync + 'static>(
@@ -137,7 +160,15 @@ fn with_ctx<T: Send + Sync + 'static>(
     warp::any().map(move || Arc::clone(&ctx))
 }
 
-/// The REST API on `HTTP_ADDR`.
+/// The request id [`Edge`] put into the request.
+fn request_id() -> impl Filter<Extract = (RequestId,), Error = Infallible> + Clone {
+    warp::ext::optional::<RequestId>().map(|id: Option<RequestId>| {
+        // Only requests that bypass `Edge` (in-memory filter tests) have none.
+        id.unwrap_or_else(|| RequestId(new_request_id()))
+    })
+}
+
+/// The REST API routes on `HTTP_ADDR` (wrap them in [`Edge`] to serve them).
 pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let routes = todos::routes(Arc::clone(&ctx))
         .or(health(Arc::clone(&ctx)))
@@ -146,59 +177,27 @@ pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> +
         .unify()
         .or(warp::any().map(|| ApiError::NotFound.into_response()))
         .unify();
-    let admitted = admit(Arc::clone(&ctx))
-        .and(routes)
-        .map(|_permit: OwnedSemaphorePermit, response: Response| response);
-    let served = preflight(Arc::clone(&ctx))
-        .or(admitted)
-        .unify()
-        .recover(error::handle_rejection)
-        .unify();
-    warp::any()
-        .map(Instant::now)
-        .and(warp::method())
-        .and(warp::path::full())
-        .and(warp::header::optional::<String>("x-request-id"))
-        .and(warp::header::optional::<String>("origin"))
-        .and(with_ctx(ctx))
-        .and(served)
-        .map(finish)
-        // Only a request id or origin header that is not text gets here.
-        .recover(error::handle_rejection)
-        .unify()
-}
-
-/// Takes a permit or rejects with 503 before any routing work.
-fn admit(ctx: Ctx) -> impl Filter<Extract = (OwnedSemaphorePermit,), Error = Rejection> + Clone {
-    warp::any().and_then(move || {
-        let permit = Arc::clone(&ctx.admission).try_acquire_owned();
-        async move {
-            permit.map_err(|_| {
-                warp::reject::custom(ApiError::Unavailable(
-                    "overloaded: too many requests in flight".into(),
-                ))
-            })
-        }
-    })
+    // The routes end in a catch-all 404, so nothing is left to reject.
+    preflight(ctx).or(routes).unify()
 }
 
 /// `OPTIONS` with `Access-Control-Request-Method`: answered here, for every path.
 fn preflight(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::options()
-        .and(warp::header::headers_cloned())
-        .and_then(move |headers: HeaderMap| {
+        .and(warp::header::optional::<String>(
+            "access-control-request-method",
+        ))
+        .and(warp::header::optional::<String>("origin"))
+        .and_then(move |method: Option<String>, origin: Option<String>| {
             let ctx = Arc::clone(&ctx);
             async move {
-                if !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                if method.is_none() {
                     return Err(warp::reject::not_found());
                 }
                 let mut response = Response::new(Default::default());
                 *response.status_mut() = StatusCode::NO_CONTENT;
-                let origin = headers
-                    .get(header::ORIGIN)
-                    .and_then(|o| o.to_str().ok())
-                    .unwrap_or_default();
-                if let Some(allowed) = ctx.cors.allow(origin) {
+                let origin = origin.unwrap_or_default();
+                if let Some(allowed) = ctx.cors.allow(origin.as_bytes()) {
                     let h = response.headers_mut();
                     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
                     h.insert(
@@ -249,25 +248,112 @@ pub fn route_template(path: &str) -> &'static str {
     }
 }
 
-/// Adds `X-Request-Id` and CORS headers, records metrics and the access log.
-fn finish(
-    started: Instant,
-    method: Method,
-    path: warp::path::FullPath,
-    request_id: Option<String>,
-    origin: Option<String>,
+/// The `method` label: the methods the API knows, and `other` for anything else, so a
+/// client inventing methods cannot inflate the label set.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+/// The service that comes first (see the module documentation).
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
     ctx: Ctx,
-    response: Response,
-) -> Response {
-    let mut response = response;
-    let request_id = request_id
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-        .unwrap_or_else(new_request_id);
+}
+
+impl<S> Edge<S> {
+    /// Wraps `inner` (the routes, as a service).
+    pub fn new(inner: S, ctx: Ctx) -> Self {
+        Self { inner, ctx }
+    }
+}
+
+/// What [`Edge`] keeps of a request while the routes serve it.
+struct Seen {
+    started: Instant,
+    method: &'static str,
+    route: &'static str,
+    path: String,
+    origin: Option<HeaderValue>,
+    request_id: RequestId,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Edge<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let request_id = RequestId::of(request.headers());
+        let seen = Seen {
+            started: Instant::now(),
+            method: method_label(request.method()),
+            route: route_template(request.uri().path()),
+            path: request.uri().path().to_owned(),
+            origin: request.headers().get(header::ORIGIN).cloned(),
+            request_id: request_id.clone(),
+        };
+        let span = tracing::info_span!(
+            "http_request",
+            request_id = %request_id.0,
+            method = seen.method,
+            route = seen.route,
+        );
+        request.extensions_mut().insert(request_id);
+        let ctx = Arc::clone(&self.ctx);
+        let in_flight = InFlight::new(&ctx.metrics.http_in_flight);
+        let served = self.inner.call(request);
+        Box::pin(
+            async move {
+                let response = served.await.unwrap_or_else(|never| match never {});
+                drop(in_flight);
+                Ok(finish(&ctx, seen, response))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Counts a request in `http_in_flight_requests` until dropped (also when the client
+/// goes away mid-request and the future is dropped).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Adds `X-Request-Id` and CORS headers, records metrics and the access log.
+fn finish(ctx: &ApiContext, seen: Seen, mut response: Response) -> Response {
     let status = response.status();
     let h = response.headers_mut();
-    if let Some(origin) = origin {
-        if let Some(allowed) = ctx.cors.allow(&origin) {
+    if let Some(origin) = &seen.origin {
+        if let Some(allowed) = ctx.cors.allow(origin.as_bytes()) {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
             h.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -278,46 +364,61 @@ fn finish(
             h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
-    let route = route_template(path.as_str());
-    let elapsed = started.elapsed();
+    let elapsed = seen.started.elapsed();
     let status_code = status.as_str();
-    ctx.metrics
-        .http_requests
-        .with_label_values(&[method.as_str(), route, status_code])
-        .inc();
+    let labels = [seen.method, seen.route, status_code];
+    ctx.metrics.http_requests.with_label_values(&labels).inc();
     ctx.metrics
         .http_duration
-        .with_label_values(&[method.as_str(), route, status_code])
+        .with_label_values(&labels)
         .observe(elapsed.as_secs_f64());
-    let request_id_str = request_id.to_str().unwrap_or_default();
+    let latency_ms = elapsed.as_secs_f64() * 1e3;
+    let (method, route, path) = (seen.method, seen.route, seen.path.as_str());
+    let request_id = &*seen.request_id.0;
     if status.is_server_error() {
-        tracing::warn!(request_id = request_id_str, method = %method, route, path = path.as_str(),
-            status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
+        tracing::warn!(
+            request_id,
+            method,
+            route,
+            path,
+            status = status.as_u16(),
+            latency_ms,
+            "request failed"
+        );
     } else {
-        tracing::info!(request_id = request_id_str, method = %method, route, path = path.as_str(),
-            status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1e3, "request completed");
+        tracing::info!(
+            request_id,
+            method,
+            route,
+            path,
+            status = status.as_u16(),
+            latency_ms,
+            "request completed"
+        );
     }
-    h.insert("x-request-id", request_id);
+    if let Ok(id) = HeaderValue::from_str(&seen.request_id.0) {
+        h.insert("x-request-id", id);
+    }
     response
 }
 
-/// A fresh request id: a per-process random prefix and a counter (no system call per
-/// request, unlike a random UUID).
-fn new_request_id() -> HeaderValue {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().simple().to_string());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}")).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
 /// The request body, at most [`MAX_BODY_BYTES`], whether or not `Content-Length` is
-/// sent (a chunked body is cut off as soon as it passes the limit). Never rejects: hyper
-/// has already refused a malformed `Content-Length`.
-pub fn body() -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = Rejection> + Clone {
+/// sent (a chunked body is cut off as soon as it passes the limit), and within the body
+/// timeout (a client that stalls gets 408 and its connection is closed). Never rejects:
+/// hyper has already refused a malformed `Content-Length`.
+pub fn body(
+    ctx: Ctx,
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .then(read_limited)
+        .then(move |declared, stream| {
+            let timeout = ctx.body_timeout;
+            async move {
+                tokio::time::timeout(timeout, read_limited(declared, stream))
+                    .await
+                    .unwrap_or(Err(ApiError::RequestTimeout))
+            }
+        })
 }
 
 async fn read_limited<S, B>(declared: Option<u64>, stream: S) -> Result<Bytes, ApiError>
@@ -330,11 +431,11 @@ where
     }
     let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::new();
-    while let Some(mut chunk) = stream
-        .try_next()
-        .await
-        .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?
-    {
+    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
+        ApiError::Service(ServiceError::BadRequest(
+            "the request body could not be read".into(),
+        ))
+    })? {
         if body.len() + chunk.remaining() > MAX_BODY_BYTES {
             return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
         }
@@ -351,4 +452,30 @@ where
 /// The raw query string ("" when there is none). Never rejects.
 pub fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        let invented = Method::from_bytes(b"FOO0").expect("a token is a method");
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::TRACE), "other");
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let mut h = HeaderMap::new();
+        assert!(!RequestId::of(&h).0.is_empty());
+        h.insert("x-request-id", HeaderValue::from_static("abc-1"));
+        assert_eq!(&*RequestId::of(&h).0, "abc-1");
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"x".repeat(201)).expect("valid"),
+        );
+        assert_ne!(&*RequestId::of(&h).0, "x".repeat(201));
+    }
 }

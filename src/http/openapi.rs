@@ -22,8 +22,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::dto::TodoDto;
 use super::error::ApiError;
+use crate::service::wire::TodoDto;
 
 /// `GET /openapi.json`; any other method is a 405.
 pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -40,7 +40,7 @@ pub fn route() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone 
                     );
                     response
                 }
-                None => ApiError::Internal.into_response(),
+                None => ApiError::Service(crate::service::ServiceError::Internal).into_response(),
             })
             .or(warp::any().map(|| ApiError::MethodNotAllowed("GET").into_response()))
             .unify(),

@@ -1,40 +1,33 @@
-//! `/api/todos`: filters (path first, then method) and handlers.
+//! `/api/todos`: filters (path first, then method) and handlers. Each handler translates
+//! the request (path, query, headers, body) into one call of the application layer
+//! ([`crate::service::TodoService`]) and its outcome into a status and headers; nothing
+//! else. HTTP-only checks stay here: the content type, the body's size and arrival.
 //!
 //! Each path ends in a fallback that answers 405 with `Allow`, so an unknown method on a
 //! known path is a 405 and an unknown path stays a 404. Handlers never reject: they
 //! answer errors as problem+json themselves (see `error.rs`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use todo_actors::domain::{
-    Cursor, IdempotencyKey, ListQuery, MAX_LIST_LIMIT, Owner, StoredReply, Todo, TodoId,
-    WriteCommand, WriteEffect, now,
-};
-use todo_actors::metrics::ReadSource;
-use todo_actors::shard::{ReadOutcome, ShardMessage};
-use todo_actors::writer::WriterMessage;
+use todo_actors::domain::{ReplyOutcome, Todo, TodoId};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::conditional;
-use super::dto::{TodoBody, TodoDto, base_url};
 use super::error::ApiError;
-use super::{Ctx, body, raw_query, with_ctx};
-
-const DEFAULT_LIMIT: u32 = 100;
+use super::{Ctx, RequestId, body, raw_query, request_id, with_ctx};
+use crate::service::conditional::{etag, if_match_versions, not_modified};
+use crate::service::idempotency::Key;
+use crate::service::wire::{ListParams, TodoBody, TodoDto, base_url};
+use crate::service::{Page, ServiceError, Written};
 
 /// All `/api/todos` routes.
 pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     collection(Arc::clone(&ctx)).or(item(ctx)).unify()
 }
 
-fn headers() -> impl Filter<Extract = (HeaderMap,), Error = Infallible> + Clone {
+fn headers() -> impl Filter<Extract = (HeaderMap,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned()
 }
 
@@ -44,18 +37,21 @@ fn collection(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection>
     let list = path()
         .and(warp::get())
         .and(with_ctx(Arc::clone(&ctx)))
+        .and(request_id())
         .and(headers())
         .and(raw_query())
         .then(list_todos);
     let create = path()
         .and(warp::post())
         .and(with_ctx(Arc::clone(&ctx)))
+        .and(request_id())
         .and(headers())
-        .and(body())
+        .and(body(Arc::clone(&ctx)))
         .then(create_todo);
     let clear = path()
         .and(warp::delete())
         .and(with_ctx(ctx))
+        .and(request_id())
         .and(headers())
         .and(raw_query())
         .then(clear_todos);
@@ -70,23 +66,27 @@ fn item(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clo
     let get = path()
         .and(warp::get())
         .and(with_ctx(Arc::clone(&ctx)))
+        .and(request_id())
         .and(headers())
         .then(get_todo);
     let patch = path()
         .and(warp::patch())
         .and(with_ctx(Arc::clone(&ctx)))
+        .and(request_id())
         .and(headers())
-        .and(body())
-        .then(|id, ctx, headers, body| update_todo(id, ctx, headers, body, Mode::Patch));
+        .and(body(Arc::clone(&ctx)))
+        .then(patch_todo);
     let put = path()
         .and(warp::put())
         .and(with_ctx(Arc::clone(&ctx)))
+        .and(request_id())
         .and(headers())
-        .and(body())
-        .then(|id, ctx, headers, body| update_todo(id, ctx, headers, body, Mode::Replace));
+        .and(body(Arc::clone(&ctx)))
+        .then(replace_todo);
     let delete = path()
         .and(warp::delete())
         .and(with_ctx(ctx))
+        .and(request_id())
         .and(headers())
         .then(delete_todo);
     let other = path().map(|_id: String| {
@@ -107,80 +107,13 @@ fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// The caller's owner (`AUTH_MODE`); every handler scopes every read and write by it.
-fn owner(ctx: &Ctx, headers: &HeaderMap) -> Result<Owner, ApiError> {
-    ctx.auth
-        .authenticate(headers)
-        .map_err(|e| ApiError::Unauthorized(e.www_authenticate()))
-}
-
-/// A write's result: committed now, or the stored first result of an idempotent request.
-enum Written {
-    Fresh(WriteEffect),
-    Replayed(StoredReply),
-}
-
-/// Writes `command`, honouring `Idempotency-Key`: a stored first result is replayed
-/// (422 when the key came with another request), a key in flight here is a 409, and a
-/// new result is stored with the change, in its transaction.
-async fn write_once(
-    ctx: &Ctx,
-    owner: &Owner,
-    headers: &HeaderMap,
-    request: (&str, &str, &[u8]),
-    command: impl FnOnce(Option<IdempotencyKey>) -> WriteCommand,
-) -> Result<Written, ApiError> {
-    let Some(key) = conditional::idempotency_key(headers)? else {
-        return write(ctx, command(None)).await.map(Written::Fresh);
-    };
-    let (method, path, body) = request;
-    let request_hash = conditional::request_hash(method, path, body);
-    let _claim = ctx.keys_in_flight.claim(owner, &key)?;
-    let lookup_owner = owner.clone();
-    let lookup_key = key.clone();
-    let stored = ctx
-        .handles
-        .shard_for(owner)
-        .call(
-            |reply| ShardMessage::Replay {
-                owner: lookup_owner,
-                key: lookup_key,
-                reply,
-            },
-            ctx.request_timeout,
-        )
-        .await??;
-    if let Some(stored) = stored {
-        if stored.request_hash != request_hash {
-            return Err(ApiError::KeyReused);
-        }
-        return Ok(Written::Replayed(stored));
-    }
-    let key = IdempotencyKey { key, request_hash };
-    write(ctx, command(Some(key))).await.map(Written::Fresh)
-}
-
-/// The response to a create or change, fresh or replayed.
-fn written_response(
-    ctx: &Ctx,
-    headers: &HeaderMap,
-    written: Written,
-    fresh: StatusCode,
-) -> Result<Response, ApiError> {
-    match written {
-        Written::Fresh(WriteEffect::Created(todo) | WriteEffect::Updated(todo)) => {
-            Ok(todo_response(ctx, headers, &todo, fresh))
-        }
-        Written::Fresh(_) => Err(ApiError::Internal),
-        Written::Replayed(stored) => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(fresh);
-            let mut response = todo_response(ctx, headers, &stored.todo, status);
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
-    }
+/// The values of header `name`, as bytes.
+fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect()
 }
 
 /// A malformed id cannot name a todo: it is a 404 like any unknown id.
@@ -188,69 +121,86 @@ fn todo_id(raw: &str) -> Result<TodoId, ApiError> {
     TodoId::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
-fn etag(todo: &Todo) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", todo.version))
-        .unwrap_or(HeaderValue::from_static("\"0\""))
+/// Checks `Content-Type: application/json` (parameters such as charset allowed).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// A JSON body of the right type, decoded.
+fn todo_body(headers: &HeaderMap, body: Result<Bytes, ApiError>) -> Result<TodoBody, ApiError> {
+    let body = body?;
+    require_json(headers)?;
+    Ok(TodoBody::decode(&body)?)
+}
+
+fn base(ctx: &Ctx, headers: &HeaderMap) -> String {
+    base_url(ctx.public_url.as_deref(), |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    })
 }
 
 fn todo_response(ctx: &Ctx, headers: &HeaderMap, todo: &Todo, status: StatusCode) -> Response {
-    let base = base_url(ctx.public_url.as_deref(), headers);
-    let dto = TodoDto::new(todo, &base);
+    let dto = TodoDto::new(todo, &base(ctx, headers));
     let location = HeaderValue::from_str(&dto.url).ok();
     let mut response = warp::reply::with_status(warp::reply::json(&dto), status).into_response();
     let h = response.headers_mut();
-    h.insert(header::ETAG, etag(todo));
+    if let Ok(tag) = HeaderValue::from_str(&etag(todo.version)) {
+        h.insert(header::ETAG, tag);
+    }
     if let (StatusCode::CREATED, Some(location)) = (status, location) {
         h.insert(header::LOCATION, location);
     }
     response
 }
 
-/// Sends a command to the writer and waits for its committed effect.
-async fn write(ctx: &Ctx, command: WriteCommand) -> Result<WriteEffect, ApiError> {
-    ctx.handles
-        .writer
-        .call(
-            |reply| WriterMessage::Write { command, reply },
-            ctx.request_timeout,
-        )
-        .await?
-        .map_err(ApiError::from)
+/// The response to a create or change, fresh or replayed.
+fn written_response(ctx: &Ctx, headers: &HeaderMap, written: &Written) -> Response {
+    let status = match written.outcome {
+        ReplyOutcome::Created => StatusCode::CREATED,
+        ReplyOutcome::Updated => StatusCode::OK,
+    };
+    let mut response = todo_response(ctx, headers, &written.todo, status);
+    if written.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// `GET /api/todos`
-async fn list_todos(ctx: Ctx, headers: HeaderMap, query: String) -> Response {
+async fn list_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let params = ListParams::parse(&query)?;
-            let query = ListQuery {
-                owner: owner.clone(),
-                completed: params.completed,
-                // One more than asked tells whether a next page exists.
-                limit: params.limit + 1,
-                after: params.cursor,
-            };
-            let mut todos = ctx
-                .handles
-                .shard_for(&owner)
-                .call(
-                    |reply| ShardMessage::List { query, reply },
-                    ctx.request_timeout,
-                )
-                .await??;
-            let more = todos.len() > params.limit as usize;
-            todos.truncate(params.limit as usize);
-            let base = base_url(ctx.public_url.as_deref(), &headers);
+            let call = ctx.call(&headers, &id)?;
+            let params = ListParams::from_query(&query)?;
+            let completed = params.completed;
+            let Page { todos, limit, next } = ctx.service.list(&call, params).await?;
+            let base = base(&ctx, &headers);
             let dtos: Vec<TodoDto> = todos.iter().map(|t| TodoDto::new(t, &base)).collect();
             let mut response = warp::reply::json(&dtos).into_response();
-            if let (true, Some(last)) = (more, todos.last()) {
-                let mut next = format!("{base}/api/todos?limit={}", params.limit);
-                if let Some(c) = params.completed {
-                    next.push_str(&format!("&completed={c}"));
+            if let Some(cursor) = next {
+                let mut link = format!("{base}/api/todos?limit={limit}");
+                if let Some(c) = completed {
+                    link.push_str(&format!("&completed={c}"));
                 }
-                next.push_str(&format!("&cursor={}", encode_cursor(last)));
-                if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+                link.push_str(&format!("&cursor={cursor}"));
+                if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
                     response.headers_mut().insert(header::LINK, v);
                 }
             }
@@ -261,46 +211,33 @@ async fn list_todos(ctx: Ctx, headers: HeaderMap, query: String) -> Response {
 }
 
 /// `POST /api/todos`
-async fn create_todo(ctx: Ctx, headers: HeaderMap, body: Result<Bytes, ApiError>) -> Response {
+async fn create_todo(
+    ctx: Ctx,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let body = body?;
-            let new = TodoBody::decode(&headers, &body)?.into_new()?;
-            let todo = Todo::create(TodoId::generate(), owner.clone(), new, now());
-            let written = write_once(
-                &ctx,
-                &owner,
-                &headers,
-                ("POST", "/api/todos", &body),
-                |idempotency| WriteCommand::Create { todo, idempotency },
-            )
-            .await?;
-            written_response(&ctx, &headers, written, StatusCode::CREATED)
+            let call = ctx.call(&headers, &id)?;
+            let new = todo_body(&headers, body)?.into_new()?;
+            let key = Key::from_values(&values(&headers, "idempotency-key"))?;
+            let written = ctx.service.create(&call, new, key).await?;
+            Ok(written_response(&ctx, &headers, &written))
         }
         .await,
     )
 }
 
 /// `DELETE /api/todos`
-async fn clear_todos(ctx: Ctx, headers: HeaderMap, query: String) -> Response {
+async fn clear_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let params = ListParams::parse(&query)?;
-            if params.cursor.is_some() || params.limit_given {
-                return Err(ApiError::BadRequest(
-                    "DELETE /api/todos takes only ?completed=".into(),
-                ));
-            }
-            write(
-                &ctx,
-                WriteCommand::Clear {
-                    owner,
-                    completed: params.completed,
-                },
-            )
-            .await?;
+            let call = ctx.call(&headers, &id)?;
+            let completed = ListParams::from_query(&query)?.into_clear().map_err(|_| {
+                ServiceError::BadRequest("DELETE /api/todos takes only ?completed=".into())
+            })?;
+            ctx.service.clear(&call, completed).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         .await,
@@ -308,222 +245,84 @@ async fn clear_todos(ctx: Ctx, headers: HeaderMap, query: String) -> Response {
 }
 
 /// `GET /api/todos/{id}`
-async fn get_todo(id: String, ctx: Ctx, headers: HeaderMap) -> Response {
+async fn get_todo(raw: String, ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let id = todo_id(&id)?;
-            let ReadOutcome {
-                todo,
-                source,
-                stale,
-            } = ctx
-                .handles
-                .shard_for(&owner)
-                .call(
-                    |reply| ShardMessage::Get { owner, id, reply },
-                    ctx.request_timeout,
-                )
-                .await??;
-            if conditional::not_modified(&headers, &todo) {
+            let call = ctx.call(&headers, &id)?;
+            let fetched = ctx.service.get(&call, todo_id(&raw)?).await?;
+            if not_modified(&values(&headers, "if-none-match"), fetched.todo.version) {
                 let mut response = StatusCode::NOT_MODIFIED.into_response();
-                response.headers_mut().insert(header::ETAG, etag(&todo));
+                if let Ok(tag) = HeaderValue::from_str(&etag(fetched.todo.version)) {
+                    response.headers_mut().insert(header::ETAG, tag);
+                }
                 return Ok(response);
             }
-            let mut response = todo_response(&ctx, &headers, &todo, StatusCode::OK);
-            let cache = match (stale, source) {
-                (true, _) => "stale",
-                (false, ReadSource::Cache) => "hit",
-                (false, ReadSource::Db) => "miss",
-            };
+            let mut response = todo_response(&ctx, &headers, &fetched.todo, StatusCode::OK);
             response
                 .headers_mut()
-                .insert("x-cache", HeaderValue::from_static(cache));
+                .insert("x-cache", HeaderValue::from_static(fetched.cache.as_str()));
             Ok(response)
         }
         .await,
     )
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    Patch,
-    Replace,
-}
-
-/// `PATCH /api/todos/{id}` and `PUT /api/todos/{id}`
-async fn update_todo(
-    id: String,
+/// `PATCH /api/todos/{id}`
+async fn patch_todo(
+    raw: String,
     ctx: Ctx,
+    id: RequestId,
     headers: HeaderMap,
     body: Result<Bytes, ApiError>,
-    mode: Mode,
 ) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let id = todo_id(&id)?;
-            let body = body?;
-            let decoded = TodoBody::decode(&headers, &body)?;
-            let change = match mode {
-                Mode::Patch => decoded.into_patch()?,
-                Mode::Replace => decoded.into_replace()?,
-            };
-            let expected_versions = conditional::if_match_versions(&headers);
-            let command = |idempotency| WriteCommand::Update {
-                owner: owner.clone(),
-                id,
-                change,
-                expected_versions,
-                at: now(),
-                idempotency,
-            };
-            let written = match mode {
-                // Idempotency-Key is honoured on PATCH; PUT is idempotent by nature.
-                Mode::Patch => {
-                    let path = format!("/api/todos/{id}");
-                    write_once(&ctx, &owner, &headers, ("PATCH", &path, &body), command).await?
-                }
-                Mode::Replace => Written::Fresh(write(&ctx, command(None)).await?),
-            };
-            written_response(&ctx, &headers, written, StatusCode::OK)
+            let call = ctx.call(&headers, &id)?;
+            let target = todo_id(&raw)?;
+            let change = todo_body(&headers, body)?.into_patch()?;
+            let key = Key::from_values(&values(&headers, "idempotency-key"))?;
+            let if_match = if_match_versions(&values(&headers, "if-match"));
+            let written = ctx
+                .service
+                .patch(&call, target, change, if_match, key)
+                .await?;
+            Ok(written_response(&ctx, &headers, &written))
+        }
+        .await,
+    )
+}
+
+/// `PUT /api/todos/{id}`
+async fn replace_todo(
+    raw: String,
+    ctx: Ctx,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    respond(
+        async {
+            let call = ctx.call(&headers, &id)?;
+            let target = todo_id(&raw)?;
+            let new = todo_body(&headers, body)?.into_new()?;
+            let if_match = if_match_versions(&values(&headers, "if-match"));
+            let written = ctx.service.replace(&call, target, new, if_match).await?;
+            Ok(written_response(&ctx, &headers, &written))
         }
         .await,
     )
 }
 
 /// `DELETE /api/todos/{id}`
-async fn delete_todo(id: String, ctx: Ctx, headers: HeaderMap) -> Response {
+async fn delete_todo(raw: String, ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
     respond(
         async {
-            let owner = owner(&ctx, &headers)?;
-            let id = todo_id(&id)?;
-            let command = WriteCommand::Delete {
-                owner,
-                id,
-                expected_versions: conditional::if_match_versions(&headers),
-            };
-            write(&ctx, command).await?;
+            let call = ctx.call(&headers, &id)?;
+            let target = todo_id(&raw)?;
+            let if_match = if_match_versions(&values(&headers, "if-match"));
+            ctx.service.delete(&call, target, if_match).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         .await,
     )
-}
-
-/// Query parameters of the collection.
-struct ListParams {
-    completed: Option<bool>,
-    limit: u32,
-    limit_given: bool,
-    cursor: Option<Cursor>,
-}
-
-impl ListParams {
-    fn parse(query: &str) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
-        let mut params = Self {
-            completed: None,
-            limit: DEFAULT_LIMIT,
-            limit_given: false,
-            cursor: None,
-        };
-        for (key, value) in pairs {
-            match key.as_str() {
-                "completed" => {
-                    params.completed = Some(match value.as_str() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(ApiError::field("completed", "must be true or false")),
-                    });
-                }
-                "limit" => {
-                    params.limit_given = true;
-                    params.limit = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::field(
-                                "limit",
-                                format!("must be an integer from 1 to {MAX_LIST_LIMIT}"),
-                            )
-                        })?;
-                }
-                "cursor" => {
-                    params.cursor = Some(decode_cursor(&value).ok_or_else(|| {
-                        ApiError::field("cursor", "is not a cursor this API made")
-                    })?);
-                }
-                other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown query parameter {other:?}"
-                    )));
-                }
-            }
-        }
-        Ok(params)
-    }
-}
-
-/// An opaque cursor: base64url of `order|created_at µs|id` of the last todo of a page.
-fn encode_cursor(last: &Todo) -> String {
-    let order = last.order.map(|o| o.to_string()).unwrap_or_default();
-    let raw = format!("{order}|{}|{}", last.created_at.timestamp_micros(), last.id);
-    URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(s: &str) -> Option<Cursor> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    let mut parts = raw.split('|');
-    let order = match parts.next()? {
-        "" => None,
-        o => Some(o.parse::<i32>().ok()?),
-    };
-    let created_at = DateTime::<Utc>::from_timestamp_micros(parts.next()?.parse().ok()?)?;
-    let id = TodoId::parse(parts.next()?).ok()?;
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Cursor {
-        order,
-        created_at,
-        id,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use todo_actors::domain::{NewTodo, TodoTitle};
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        let todo = Todo::create(
-            TodoId::generate(),
-            Owner::public(),
-            NewTodo {
-                title: TodoTitle::parse("a").expect("valid"),
-                completed: false,
-                order: Some(-4),
-            },
-            now(),
-        );
-        let cursor = decode_cursor(&encode_cursor(&todo)).expect("round trip");
-        assert_eq!(cursor.order, Some(-4));
-        assert_eq!(cursor.id, todo.id);
-        assert_eq!(cursor.created_at, todo.created_at);
-        assert!(decode_cursor("not-a-cursor").is_none());
-        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("1|2")).is_none());
-    }
-
-    #[test]
-    fn list_params_validate_limit_completed_and_unknown_keys() {
-        assert!(ListParams::parse("limit=0").is_err());
-        assert!(ListParams::parse("limit=1001").is_err());
-        assert!(ListParams::parse("completed=maybe").is_err());
-        assert!(ListParams::parse("colour=red").is_err());
-        let p = ListParams::parse("limit=5&completed=true").expect("valid");
-        assert_eq!((p.limit, p.completed), (5, Some(true)));
-    }
 }

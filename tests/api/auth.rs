@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use todo_service::http::auth::AuthMode;
+use todo_service::auth::AuthMode;
 
 use crate::helpers::{TestApp, db, spawn_app_with};
 

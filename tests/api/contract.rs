@@ -255,9 +255,10 @@ async fn expired_keys_are_purged_and_no_longer_replayed() {
     assert_eq!(r.status(), 201);
     let mut config: tokio_postgres::Config = app.db_url.parse().expect("url");
     let tls = todo_service::db::tls(&mut config, None).expect("tls");
-    let pool = todo_service::db::create_pool(&config, &tls, 1).expect("pool");
+    let pool =
+        todo_service::db::create_pool(&config, &tls, 1, Duration::from_secs(2)).expect("pool");
     assert_eq!(
-        todo_service::db::purge_expired_keys(&pool)
+        todo_service::db::keys::purge_expired(&pool)
             .await
             .expect("purge"),
         1

@@ -30,7 +30,13 @@ async fn health_livez_readyz_and_actors_answer() {
     assert_eq!(
         names,
         [
-            "metrics", "shard-0", "shard-1", "shard-2", "shard-3", "writer"
+            "key-purger",
+            "metrics",
+            "shard-0",
+            "shard-1",
+            "shard-2",
+            "shard-3",
+            "writer"
         ]
     );
     assert!(

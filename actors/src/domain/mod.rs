@@ -7,5 +7,5 @@ mod todo;
 pub use error::DomainError;
 pub use todo::{
     Cursor, IdempotencyKey, ListQuery, MAX_LIST_LIMIT, MAX_TITLE_CHARS, NewTodo, Owner,
-    StoredReply, Todo, TodoChange, TodoId, TodoTitle, WriteCommand, WriteEffect, now,
+    ReplyOutcome, StoredReply, Todo, TodoChange, TodoId, TodoTitle, WriteCommand, WriteEffect, now,
 };

@@ -234,17 +234,48 @@ pub enum TodoChange {
 pub struct IdempotencyKey {
     /// The key as the client sent it (1 to 255 visible ASCII characters).
     pub key: String,
-    /// SHA-256 of method, path and body: the same key with another request is refused.
+    /// SHA-256 of the parsed command (what it does, not how it was sent): the same key
+    /// with another command is refused.
     pub request_hash: Vec<u8>,
+}
+
+/// What an idempotent request did the first time: transport-neutral (each edge turns it
+/// into its own status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyOutcome {
+    /// A todo was created.
+    Created,
+    /// A todo was changed.
+    Updated,
+}
+
+impl ReplyOutcome {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "created" => Some(Self::Created),
+            "updated" => Some(Self::Updated),
+            _ => None,
+        }
+    }
 }
 
 /// A stored first result of an idempotent request, replayed for 24 hours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {
-    /// The hash of the request that made it.
-    pub request_hash: Vec<u8>,
-    /// Its HTTP status (201 for a create, 200 for a change).
-    pub status: u16,
+    /// The hash of the request that made it; `None` for keys stored before request
+    /// hashes were made from the parsed command (they are replayed without comparison).
+    pub request_hash: Option<Vec<u8>>,
+    /// What the first request did.
+    pub outcome: ReplyOutcome,
     /// The todo it answered with.
     pub todo: Todo,
 }
@@ -321,13 +352,25 @@ impl WriteCommand {
         }
     }
 
-    /// The status an idempotent replay of this command's success answers with: 201 for
-    /// a create, 200 for a change.
-    pub fn replay_status(&self) -> u16 {
+    /// What an idempotent replay of this command's success reports: a create created,
+    /// anything else updated.
+    pub fn replay_outcome(&self) -> ReplyOutcome {
         if matches!(self, Self::Create { .. }) {
-            201
+            ReplyOutcome::Created
         } else {
-            200
+            ReplyOutcome::Updated
+        }
+    }
+
+    /// What the command may change: `(owner, Some(id))` for one todo, `(owner, None)` for
+    /// all of an owner's (a clear).
+    pub fn key(&self) -> (Owner, Option<TodoId>) {
+        match self {
+            Self::Create { todo, .. } => (todo.owner.clone(), Some(todo.id)),
+            Self::Update { owner, id, .. } | Self::Delete { owner, id, .. } => {
+                (owner.clone(), Some(*id))
+            }
+            Self::Clear { owner, .. } => (owner.clone(), None),
         }
     }
 
@@ -363,6 +406,16 @@ pub enum WriteEffect {
         /// Which.
         ids: Vec<TodoId>,
     },
+}
+
+impl WriteEffect {
+    /// Whose todos it changed.
+    pub fn owner(&self) -> &Owner {
+        match self {
+            Self::Created(t) | Self::Updated(t) => &t.owner,
+            Self::Deleted { owner, .. } | Self::Cleared { owner, .. } => owner,
+        }
+    }
 }
 
 /// A position in the list order: the sort key of the last todo of a page.

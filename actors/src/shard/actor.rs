@@ -1,9 +1,14 @@
 //! `Shard`: cache, batched point reads, coalesced lists.
+//!
+//! The handler never waits for the database: queries run in spawned tasks on the
+//! shard's connection, and (re)connecting runs in a background task too, so cache hits
+//! are served while a connection is being made. Reads that need the database while it
+//! is being made wait for that one attempt (bounded by the database timeout).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -13,6 +18,7 @@ use super::messages::{ReadOutcome, ShardMessage};
 use crate::connect::ConnectGate;
 use crate::domain::{DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteEffect};
 use crate::handles::ActorHandles;
+use crate::limbo::{Keys, Limbo};
 use crate::metrics::ReadSource;
 use crate::slot::took_message;
 use crate::store::{ReadConn, StoreError, TodoStore};
@@ -22,6 +28,7 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 
 type GetReply = RpcReplyPort<Result<ReadOutcome, DomainError>>;
 type ListReply = RpcReplyPort<Result<Vec<Todo>, DomainError>>;
+type ReplayReply = RpcReplyPort<Result<Option<StoredReply>, DomainError>>;
 
 /// A query shard; generic over the store so tests can use an in-memory one.
 pub struct Shard<S: TodoStore> {
@@ -43,7 +50,7 @@ pub struct ShardArgs {
     pub cache_capacity: usize,
     /// Upper bound on one connect or query.
     pub db_timeout: Duration,
-    /// Shared handles (metrics sink, own mailbox counter).
+    /// Shared handles (metrics sink, own mailbox counter, limbo).
     pub handles: Arc<ActorHandles>,
 }
 
@@ -51,12 +58,30 @@ struct InFlightList {
     waiters: Vec<ListReply>,
 }
 
+/// A request that needs the database while no connection is ready.
+enum Parked {
+    List(ListQuery, ListReply),
+    Replay(Owner, String, ReplayReply),
+}
+
 /// A shard's mutable state.
 pub struct ShardState<R> {
     name: String,
+    index: usize,
     reader: Option<Arc<R>>,
-    gate: ConnectGate,
+    /// Bumped with every new connection, so a late "broken" report about an old one
+    /// does not drop its successor.
+    generation: u64,
+    /// A background connect is running.
+    connecting: bool,
+    /// Where the background connect leaves its connection.
+    handover: Arc<Mutex<Option<R>>>,
+    /// Lists and replays waiting for the connection being made.
+    parked: Vec<Parked>,
+    gate: Arc<ConnectGate>,
     cache: LruCache<TodoId, Todo>,
+    /// Ids deleted recently: a late "created" or "updated" of one must not bring it back.
+    deleted: LruCache<TodoId, ()>,
     misses: Vec<(Owner, TodoId, GetReply)>,
     flush_scheduled: bool,
     /// Bumped on every applied change; a miss query started before a change must not
@@ -78,6 +103,12 @@ pub struct ShardState<R> {
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl<R> ShardState<R> {
+    fn limbo(&self) -> &Limbo {
+        &self.handles.limbo[self.index]
+    }
+}
+
 impl<S: TodoStore> Actor for Shard<S> {
     type Msg = ShardMessage;
     type State = ShardState<S::Reader>;
@@ -90,12 +121,21 @@ impl<S: TodoStore> Actor for Shard<S> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let capacity = NonZeroUsize::new(args.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         let slot = &args.handles.shards[args.index];
+        // A new incarnation has no cache and no reads in flight: settled entries that a
+        // predecessor did not get to remove are harmless to drop.
+        args.handles.limbo[args.index].remove_settled();
         Ok(ShardState {
             name: slot.name().to_owned(),
+            index: args.index,
             depth: slot.depth_counter(),
             reader: None,
-            gate: ConnectGate::default(),
+            generation: 0,
+            connecting: false,
+            handover: Arc::new(Mutex::new(None)),
+            parked: Vec::new(),
+            gate: Arc::new(ConnectGate::default()),
             cache: LruCache::new(capacity),
+            deleted: LruCache::new(capacity),
             misses: Vec::new(),
             flush_scheduled: false,
             seq: 0,
@@ -116,7 +156,7 @@ impl<S: TodoStore> Actor for Shard<S> {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = self.ensure_reader(state).await;
+        self.start_connect(&myself, state);
         state.ticker = Some(myself.send_interval(TICK_EVERY, || ShardMessage::Tick));
         Ok(())
     }
@@ -142,15 +182,18 @@ impl<S: TodoStore> Actor for Shard<S> {
         match message {
             ShardMessage::Get { owner, id, reply } => {
                 took_message(&state.depth);
-                self.get(&myself, state, owner, id, reply).await;
+                get(&myself, state, owner, id, reply);
             }
             ShardMessage::List { query, reply } => {
                 took_message(&state.depth);
-                self.list(&myself, state, query, reply).await;
+                self.list(&myself, state, query, reply);
             }
             ShardMessage::Replay { owner, key, reply } => {
                 took_message(&state.depth);
-                self.replay(state, owner, key, reply).await;
+                match self.usable_reader(&myself, state) {
+                    Some(reader) => replay(state, reader, owner, key, reply),
+                    None => state.parked.push(Parked::Replay(owner, key, reply)),
+                }
             }
             ShardMessage::Apply(effects) => {
                 took_message(&state.depth);
@@ -160,14 +203,27 @@ impl<S: TodoStore> Actor for Shard<S> {
                 took_message(&state.depth);
                 forget(state, keys);
             }
+            ShardMessage::Settle(id) => {
+                took_message(&state.depth);
+                if let Some(keys) = state.limbo().remove(id) {
+                    forget(state, keys);
+                }
+            }
             ShardMessage::Tick => {
                 if state.reader.as_ref().is_none_or(|r| r.is_closed()) {
-                    let _ = self.ensure_reader(state).await;
+                    self.start_connect(&myself, state);
+                }
+            }
+            ShardMessage::Connected => self.connected(&myself, state),
+            ShardMessage::ReaderBroken { generation } => {
+                if generation == state.generation && state.reader.take().is_some() {
+                    tracing::warn!(shard = %state.name, "a query timed out: reconnecting");
+                    self.start_connect(&myself, state);
                 }
             }
             ShardMessage::Flush => {
                 state.flush_scheduled = false;
-                self.flush_misses(&myself, state).await;
+                self.flush_misses(&myself, state);
             }
             ShardMessage::Filled { seq, todos } => fill(state, seq, todos),
             ShardMessage::Listed { token, result } => {
@@ -197,74 +253,104 @@ impl<S: TodoStore> Actor for Shard<S> {
 }
 
 impl<S: TodoStore> Shard<S> {
-    /// A usable connection, reconnecting through the gate.
-    async fn ensure_reader(&self, state: &mut ShardState<S::Reader>) -> Option<Arc<S::Reader>> {
+    /// The connection if it is usable; otherwise starts making one (in the background)
+    /// and returns `None`.
+    fn usable_reader(
+        &self,
+        myself: &ActorRef<ShardMessage>,
+        state: &mut ShardState<S::Reader>,
+    ) -> Option<Arc<S::Reader>> {
         if let Some(r) = state.reader.as_ref().filter(|r| !r.is_closed()) {
             return Some(Arc::clone(r));
         }
         state.reader = None;
-        let connect = self.store.connect_reader();
-        let reader = Arc::new(
-            state
-                .gate
-                .open(&state.name, state.db_timeout, &*state.handles.sink, connect)
-                .await?,
-        );
-        state.reader = Some(Arc::clone(&reader));
-        Some(reader)
+        self.start_connect(myself, state);
+        None
     }
 
-    async fn get(
-        &self,
-        myself: &ActorRef<ShardMessage>,
-        state: &mut ShardState<S::Reader>,
-        owner: Owner,
-        id: TodoId,
-        reply: GetReply,
-    ) {
-        let hit = state.cache.get(&id).filter(|t| t.owner == owner).cloned();
-        if let Some(todo) = hit {
-            // Never wait for a reconnect on a hit: `Tick` reconnects in the background.
-            let stale = state.reader.as_ref().is_none_or(|r| r.is_closed());
-            state.handles.sink.query_reads(ReadSource::Cache, 1);
-            let _ = reply.send(Ok(ReadOutcome {
-                todo,
-                source: ReadSource::Cache,
-                stale,
-            }));
+    /// Connects in a background task (through the gate, bounded by the database
+    /// timeout); the task reports with `Connected`.
+    fn start_connect(&self, myself: &ActorRef<ShardMessage>, state: &mut ShardState<S::Reader>) {
+        if state.connecting {
             return;
         }
-        state.misses.push((owner, id, reply));
-        if !state.flush_scheduled {
-            state.flush_scheduled = true;
-            if myself.cast(ShardMessage::Flush).is_err() {
-                self.flush_misses(myself, state).await;
+        state.connecting = true;
+        let (gate, handover) = (Arc::clone(&state.gate), Arc::clone(&state.handover));
+        let (name, timeout) = (state.name.clone(), state.db_timeout);
+        let sink = Arc::clone(&state.handles.sink);
+        let store = self.store.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let reader = gate
+                .open(&name, timeout, &*sink, store.connect_reader())
+                .await;
+            *handover.lock().unwrap_or_else(|p| p.into_inner()) = reader;
+            // If the shard died meanwhile, the connection is dropped with the hand-over.
+            let _ = myself.cast(ShardMessage::Connected);
+        });
+    }
+
+    /// A background connect finished: serve what waited for it, or fail it.
+    fn connected(&self, myself: &ActorRef<ShardMessage>, state: &mut ShardState<S::Reader>) {
+        state.connecting = false;
+        let reader = state
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            state.reader = Some(Arc::new(reader));
+            state.generation += 1;
+        }
+        let parked = std::mem::take(&mut state.parked);
+        match state.reader.clone() {
+            Some(reader) => {
+                self.flush_misses(myself, state);
+                for p in parked {
+                    match p {
+                        Parked::List(query, reply) => {
+                            start_list(myself, state, Arc::clone(&reader), query, reply);
+                        }
+                        Parked::Replay(owner, key, reply) => {
+                            replay(state, Arc::clone(&reader), owner, key, reply);
+                        }
+                    }
+                }
+            }
+            None => {
+                for (_, _, reply) in state.misses.drain(..) {
+                    let _ = reply.send(Err(db_unreachable()));
+                }
+                for p in parked {
+                    match p {
+                        Parked::List(_, reply) => {
+                            let _ = reply.send(Err(db_unreachable()));
+                        }
+                        Parked::Replay(_, _, reply) => {
+                            let _ = reply.send(Err(db_unreachable()));
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Sends the collected misses as one query, answered from a spawned task.
-    async fn flush_misses(
-        &self,
-        myself: &ActorRef<ShardMessage>,
-        state: &mut ShardState<S::Reader>,
-    ) {
+    /// Sends the collected misses as one query, answered from a spawned task; without a
+    /// connection they wait for the one being made.
+    fn flush_misses(&self, myself: &ActorRef<ShardMessage>, state: &mut ShardState<S::Reader>) {
         if state.misses.is_empty() {
             return;
         }
-        let misses = std::mem::take(&mut state.misses);
-        let Some(reader) = self.ensure_reader(state).await else {
-            for (_, _, reply) in misses {
-                let _ = reply.send(Err(db_unreachable()));
-            }
+        let Some(reader) = self.usable_reader(myself, state) else {
             return;
         };
+        let misses = std::mem::take(&mut state.misses);
         let mut keys: Vec<(Owner, TodoId)> =
             misses.iter().map(|(o, i, _)| (o.clone(), *i)).collect();
         keys.sort();
         keys.dedup();
         state.loads_in_flight += 1;
-        let seq = state.seq;
+        let (seq, generation) = (state.seq, state.generation);
         let sink = Arc::clone(&state.handles.sink);
         let timeout = state.db_timeout;
         let myself = myself.clone();
@@ -272,7 +358,10 @@ impl<S: TodoStore> Shard<S> {
             sink.query_batch(keys.len());
             let result = match tokio::time::timeout(timeout, reader.get_todos(&keys)).await {
                 Ok(r) => r,
-                Err(_) => Err(StoreError::Unavailable("query timed out".into())),
+                Err(_) => {
+                    let _ = myself.cast(ShardMessage::ReaderBroken { generation });
+                    Err(StoreError::Unavailable("query timed out".into()))
+                }
             };
             let todos = match result {
                 Ok(todos) => {
@@ -304,34 +393,7 @@ impl<S: TodoStore> Shard<S> {
         });
     }
 
-    async fn replay(
-        &self,
-        state: &mut ShardState<S::Reader>,
-        owner: Owner,
-        key: String,
-        reply: RpcReplyPort<Result<Option<StoredReply>, DomainError>>,
-    ) {
-        let Some(reader) = self.ensure_reader(state).await else {
-            let _ = reply.send(Err(db_unreachable()));
-            return;
-        };
-        let timeout = state.db_timeout;
-        tokio::spawn(async move {
-            let answer = match tokio::time::timeout(timeout, reader.get_reply(&owner, &key)).await {
-                Ok(Ok(stored)) => Ok(stored),
-                Ok(Err(e)) => {
-                    tracing::warn!(error.message = %e, "idempotency lookup failed");
-                    Err(db_unreachable())
-                }
-                Err(_) => Err(DomainError::Unavailable(
-                    "the database did not answer in time".into(),
-                )),
-            };
-            let _ = reply.send(answer);
-        });
-    }
-
-    async fn list(
+    fn list(
         &self,
         myself: &ActorRef<ShardMessage>,
         state: &mut ShardState<S::Reader>,
@@ -346,31 +408,112 @@ impl<S: TodoStore> Shard<S> {
             list.waiters.push(reply);
             return;
         }
-        let Some(reader) = self.ensure_reader(state).await else {
-            let _ = reply.send(Err(db_unreachable()));
-            return;
-        };
-        let token = state.next_token;
-        state.next_token += 1;
-        state.joinable.insert(query.clone(), token);
-        state.lists.insert(
-            token,
-            InFlightList {
-                waiters: vec![reply],
-            },
-        );
-        let timeout = state.db_timeout;
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let result = match tokio::time::timeout(timeout, reader.list_todos(&query)).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Unavailable("query timed out".into())),
-            };
-            // If the shard died meanwhile, its waiters' ports are gone with it: they get
-            // an immediate "unavailable".
-            let _ = myself.cast(ShardMessage::Listed { token, result });
-        });
+        match self.usable_reader(myself, state) {
+            Some(reader) => start_list(myself, state, reader, query, reply),
+            None => state.parked.push(Parked::List(query, reply)),
+        }
     }
+}
+
+fn get<R: ReadConn>(
+    myself: &ActorRef<ShardMessage>,
+    state: &mut ShardState<R>,
+    owner: Owner,
+    id: TodoId,
+    reply: GetReply,
+) {
+    // A todo in limbo is never served from the cache (nor cached: see `fill`).
+    let hit = match state.cache.get(&id) {
+        Some(t) if t.owner == owner && !state.handles.limbo[state.index].holds(&owner, id) => {
+            Some(t.clone())
+        }
+        _ => None,
+    };
+    if let Some(todo) = hit {
+        // Never wait for a reconnect on a hit.
+        let stale = state.reader.as_ref().is_none_or(|r| r.is_closed());
+        state.handles.sink.query_reads(ReadSource::Cache, 1);
+        let _ = reply.send(Ok(ReadOutcome {
+            todo,
+            source: ReadSource::Cache,
+            stale,
+        }));
+        return;
+    }
+    state.misses.push((owner, id, reply));
+    if !state.flush_scheduled {
+        state.flush_scheduled = true;
+        if myself.cast(ShardMessage::Flush).is_err() {
+            state.flush_scheduled = false;
+        }
+    }
+}
+
+/// Joins an identical list in flight, or starts one.
+fn start_list<R: ReadConn>(
+    myself: &ActorRef<ShardMessage>,
+    state: &mut ShardState<R>,
+    reader: Arc<R>,
+    query: ListQuery,
+    reply: ListReply,
+) {
+    if let Some(list) = state
+        .joinable
+        .get(&query)
+        .and_then(|token| state.lists.get_mut(token))
+    {
+        list.waiters.push(reply);
+        return;
+    }
+    let token = state.next_token;
+    state.next_token += 1;
+    // While any of the owner's todos is in limbo, each list reads for itself.
+    if !state.limbo().holds_owner(&query.owner) {
+        state.joinable.insert(query.clone(), token);
+    }
+    state.lists.insert(
+        token,
+        InFlightList {
+            waiters: vec![reply],
+        },
+    );
+    let (timeout, generation) = (state.db_timeout, state.generation);
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = match tokio::time::timeout(timeout, reader.list_todos(&query)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = myself.cast(ShardMessage::ReaderBroken { generation });
+                Err(StoreError::Unavailable("query timed out".into()))
+            }
+        };
+        // If the shard died meanwhile, its waiters' ports are gone with it: they get
+        // an immediate "unavailable".
+        let _ = myself.cast(ShardMessage::Listed { token, result });
+    });
+}
+
+fn replay<R: ReadConn>(
+    state: &ShardState<R>,
+    reader: Arc<R>,
+    owner: Owner,
+    key: String,
+    reply: ReplayReply,
+) {
+    let timeout = state.db_timeout;
+    tokio::spawn(async move {
+        let answer = match tokio::time::timeout(timeout, reader.get_reply(&owner, &key)).await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(e)) => {
+                tracing::warn!(error.message = %e, "idempotency lookup failed");
+                Err(db_unreachable())
+            }
+            Err(_) => Err(DomainError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+        };
+        let _ = reply.send(answer);
+    });
 }
 
 /// Applies committed changes to the cache, and stops later list requests from joining
@@ -380,38 +523,44 @@ fn apply<R>(state: &mut ShardState<R>, effects: Vec<WriteEffect>) {
     let seq = state.seq;
     let track = state.loads_in_flight > 0;
     for effect in effects {
-        let owner = match effect {
+        let owner = effect.owner().clone();
+        match effect {
             WriteEffect::Created(todo) | WriteEffect::Updated(todo) => {
-                let owner = todo.owner.clone();
                 if track {
                     state.changed_at.insert(todo.id, seq);
                 }
-                put_if_newer(&mut state.cache, todo);
-                owner
+                let id = todo.id;
+                if state.deleted.contains(&id) || state.limbo().holds(&owner, id) {
+                    // Deleted already (a late report), or its state is unknown.
+                    state.cache.pop(&id);
+                } else {
+                    put_if_newer(&mut state.cache, todo);
+                }
             }
-            WriteEffect::Deleted { owner, id } => {
+            WriteEffect::Deleted { id, .. } => {
                 if track {
                     state.changed_at.insert(id, seq);
                 }
                 state.cache.pop(&id);
-                owner
+                state.deleted.put(id, ());
             }
-            WriteEffect::Cleared { owner, ids } => {
+            WriteEffect::Cleared { ids, .. } => {
                 for id in ids {
                     if track {
                         state.changed_at.insert(id, seq);
                     }
                     state.cache.pop(&id);
+                    state.deleted.put(id, ());
                 }
-                owner
             }
-        };
+        }
         state.joinable.retain(|q, _| q.owner != owner);
     }
 }
 
-/// Drops todos whose state the shard can no longer vouch for.
-fn forget<R>(state: &mut ShardState<R>, keys: Vec<(Owner, Option<TodoId>)>) {
+/// Drops todos whose state the shard can no longer vouch for, and makes sure reads that
+/// started before now do not put them back.
+fn forget<R>(state: &mut ShardState<R>, keys: Keys) {
     state.seq += 1;
     let seq = state.seq;
     let track = state.loads_in_flight > 0;
@@ -440,7 +589,8 @@ fn forget<R>(state: &mut ShardState<R>, keys: Vec<(Owner, Option<TodoId>)>) {
     }
 }
 
-/// Caches what a miss query read, unless a change overtook it.
+/// Caches what a miss query read, unless a change overtook it, it was deleted since, or
+/// it is in limbo.
 fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
     state.loads_in_flight = state.loads_in_flight.saturating_sub(1);
     for todo in todos {
@@ -448,7 +598,9 @@ fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
             || state
                 .owners_changed_at
                 .get(&todo.owner)
-                .is_some_and(|&s| s > seq);
+                .is_some_and(|&s| s > seq)
+            || state.deleted.contains(&todo.id)
+            || state.limbo().holds(&todo.owner, todo.id);
         if !overtaken {
             put_if_newer(&mut state.cache, todo);
         }

@@ -3,6 +3,7 @@
 use ractor::RpcReplyPort;
 
 use crate::domain::{DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteEffect};
+use crate::limbo::Keys;
 use crate::metrics::ReadSource;
 use crate::store::StoreError;
 
@@ -46,12 +47,23 @@ pub enum ShardMessage {
     },
     /// Committed changes, from the writer (or, later, from other replicas' events).
     Apply(Vec<WriteEffect>),
-    /// Drop what may have changed without the shard hearing how (an unknown COMMIT
-    /// outcome): `(owner, Some(id))` one todo, `(owner, None)` all of the owner's.
-    Forget(Vec<(Owner, Option<TodoId>)>),
-    /// Reconnect if the connection is gone (sent by the shard to itself every second,
-    /// so cache hits never wait for a reconnect).
+    /// Drop what changed without the shard hearing how (a commit whose results were
+    /// lost): `(owner, Some(id))` one todo, `(owner, None)` all of the owner's.
+    Forget(Keys),
+    /// The limbo entry with this id is settled (see [`crate::limbo`]): drop what it held
+    /// and take it out of limbo.
+    Settle(u64),
+    /// Reconnect if the connection is gone (sent by the shard to itself every second).
     Tick,
+    /// A background connect finished (its connection, if any, is in the shard's
+    /// hand-over slot).
+    Connected,
+    /// A query on the connection of this generation timed out: it is dropped and a new
+    /// one made (a half-open or black-holed connection never answers again).
+    ReaderBroken {
+        /// The generation of the connection that failed.
+        generation: u64,
+    },
     /// Send the collected cache misses as one query (sent by the shard to itself).
     Flush,
     /// A miss query finished: the rows to cache (sent by the query task).

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
@@ -244,5 +245,85 @@ async fn a_write_through_the_writer_fills_the_cache() {
     // Assert
     assert!(matches!(&read, Ok(Ok(r)) if r.source == ReadSource::Cache && r.todo == todo));
     assert!(sys.store.read_sizes().is_empty());
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_update_reported_after_a_delete_never_brings_the_todo_back() {
+    // Arrange: the todo is cached, then deleted.
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    let todo = sys.create(&alice, "short-lived").await;
+    let deleted = sys.write(delete(&alice, todo.id)).await;
+    assert!(
+        matches!(deleted, Ok(Ok(WriteEffect::Deleted { .. }))),
+        "{deleted:?}"
+    );
+
+    // Act: a late report of an earlier change (another replica's, or a reordered one).
+    let mut late = todo.clone();
+    late.version = 2;
+    late.title = "late".into();
+    assert!(sys.handles.shards[0].cast(ShardMessage::Apply(vec![
+        WriteEffect::Updated(late.clone()),
+        WriteEffect::Created(late),
+    ])));
+    let read = sys.get(&alice, todo.id).await;
+
+    // Assert
+    assert_eq!(
+        read,
+        Ok(Err(DomainError::NotFound)),
+        "served a deleted todo"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_reconnect_never_holds_up_cache_hits() {
+    // Arrange: a cached todo; then the connection breaks and connects take 800 ms.
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    let cached = sys.create(&alice, "cached").await;
+    let uncached = sys.store.seed(&alice, "uncached");
+    sys.store
+        .faults
+        .connect_delay_ms
+        .store(800, Ordering::SeqCst);
+    sys.store.faults.down.store(true, Ordering::SeqCst);
+
+    // Act: a miss starts a reconnect; a hit right behind it is timed.
+    let miss = {
+        let handles = Arc::clone(&sys.handles);
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            handles.shards[0]
+                .call(
+                    |reply| ShardMessage::Get {
+                        owner: alice,
+                        id: uncached.id,
+                        reply,
+                    },
+                    CALL_TIMEOUT,
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let hit = sys.get(&alice, cached.id).await;
+    let took = started.elapsed();
+
+    // Assert
+    assert!(
+        matches!(&hit, Ok(Ok(r)) if r.source == ReadSource::Cache && r.stale),
+        "{hit:?}"
+    );
+    assert!(took < Duration::from_millis(100), "a hit waited {took:?}");
+    let miss = miss.await.expect("miss task");
+    assert!(
+        matches!(miss, Ok(Err(DomainError::Unavailable(_)))),
+        "{miss:?}"
+    );
     sys.shutdown().await;
 }

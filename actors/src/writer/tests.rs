@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use ractor::Actor;
 
-use super::{WriteReply, Writer, WriterArgs, WriterMessage};
+use super::{Origin, WriteReply, Writer, WriterArgs, WriterMessage, WriterShared};
 use crate::domain::{DomainError, WriteEffect};
+use crate::handles::WRITER;
 use crate::memory::{
-    CALL_TIMEOUT, MemoryStore, TestSystem, create, owner, retitle, test_config, test_handles,
+    CALL_TIMEOUT, MemoryStore, TestSystem, create, owner, periodic_check, retitle, test_config,
+    test_handles,
 };
 use crate::metrics::ReadSource;
 use crate::slot::CallError;
@@ -28,7 +30,11 @@ async fn commands_that_arrive_together_are_committed_in_one_batch() {
             handles
                 .writer
                 .call(
-                    |reply| WriterMessage::Write { command, reply },
+                    |reply| WriterMessage::Write {
+                        command,
+                        origin: Origin::here("test".into()),
+                        reply,
+                    },
                     CALL_TIMEOUT,
                 )
                 .await
@@ -291,8 +297,9 @@ async fn drain_answers_every_queued_command() {
         db_timeout: Duration::from_secs(1),
         connections: 1,
         handles: Arc::clone(&handles),
+        shared: WriterShared::new(store.clone()),
     };
-    let (writer, _done) = Actor::spawn(None, Writer::new(store.clone()), args)
+    let (writer, _done) = Actor::spawn(None, Writer::default(), args)
         .await
         .expect("writer starts");
     handles.writer.set(Some(writer.clone()));
@@ -304,6 +311,7 @@ async fn drain_answers_every_queued_command() {
         writer
             .cast(WriterMessage::Write {
                 command,
+                origin: Origin::here("test".into()),
                 reply: tx.into(),
             })
             .expect("writer takes the command");
@@ -376,7 +384,11 @@ async fn a_call_with_no_writer_running_is_unavailable() {
     let reply = handles
         .writer
         .call(
-            |reply| WriterMessage::Write { command, reply },
+            |reply| WriterMessage::Write {
+                command,
+                origin: Origin::here("test".into()),
+                reply,
+            },
             CALL_TIMEOUT,
         )
         .await;
@@ -460,5 +472,225 @@ async fn independent_batches_commit_concurrently_and_conflicting_ones_wait() {
     );
     let stored = sys.store.stored(todo.id).expect("stored");
     assert_eq!((stored.title.as_str(), stored.version), ("v12", 13));
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_commit_that_lands_after_the_writer_gave_up_is_never_hidden_by_a_cached_copy() {
+    // Arrange: the todo is cached at version 1; the next COMMIT answers nothing and
+    // lands 150 ms later.
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    let todo = sys.create(&alice, "v1").await;
+    sys.store.faults.late_commit_ms.store(150, Ordering::SeqCst);
+
+    // Act: the change is answered "unknown"; reads follow while it is in limbo.
+    let reply = sys.write(retitle(&alice, todo.id, "v2")).await;
+    let during: Vec<_> = join_all((0..3).map(|_| sys.get(&alice, todo.id))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = sys.get(&alice, todo.id).await;
+    assert!(
+        periodic_check(
+            || sys.store.stored(todo.id).is_some_and(|t| t.version == 2),
+            Duration::from_secs(2)
+        )
+        .await,
+        "the late commit landed"
+    );
+    let after = sys.get(&alice, todo.id).await;
+
+    // Assert: "unknown" to the caller; nothing served from or put into the cache while
+    // in limbo; the landed version is what readers see afterwards.
+    assert!(
+        matches!(reply, Ok(Err(DomainError::OutcomeUnknown(_)))),
+        "{reply:?}"
+    );
+    for read in during.iter().chain([&again]) {
+        assert!(
+            matches!(read, Ok(Ok(r)) if r.source == ReadSource::Db && r.todo.version == 1),
+            "{read:?}"
+        );
+    }
+    let Ok(Ok(after)) = after else {
+        panic!("{after:?}");
+    };
+    assert_eq!(after.todo.title, "v2", "a stale copy was served");
+    // Once settled, the shard caches again.
+    assert!(
+        periodic_check(|| sys.handles.limbo[0].is_empty(), Duration::from_secs(2)).await,
+        "left limbo"
+    );
+    let _ = sys.get(&alice, todo.id).await;
+    let cached = sys.get(&alice, todo.id).await;
+    assert!(
+        matches!(&cached, Ok(Ok(r)) if r.source == ReadSource::Cache && r.todo.version == 2),
+        "{cached:?}"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_writer_waits_for_its_predecessors_batches_before_a_conflicting_one() {
+    // Arrange: batches take 150 ms; a change of the todo is in flight.
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    let todo = sys.create(&alice, "v1").await;
+    sys.store.faults.batch_delay_ms.store(150, Ordering::SeqCst);
+    let first = {
+        let handles = Arc::clone(&sys.handles);
+        let command = retitle(&alice, todo.id, "first");
+        tokio::spawn(async move {
+            handles
+                .writer
+                .call(
+                    |reply| WriterMessage::Write {
+                        command,
+                        origin: Origin::here("first".into()),
+                        reply,
+                    },
+                    CALL_TIMEOUT,
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let old = sys.handles.writer.get().expect("writer").get_id();
+
+    // Act: the writer is killed with that batch in flight; the next change goes to its
+    // successor at once.
+    assert!(sys.handles.chaos_kill(WRITER));
+    assert!(
+        periodic_check(
+            || sys.handles.writer.get().is_some_and(|w| w.get_id() != old),
+            Duration::from_secs(1)
+        )
+        .await
+    );
+    let second = sys.write(retitle(&alice, todo.id, "second")).await;
+    let first = first.await.expect("first call");
+
+    // Assert: both applied, one after the other, in order.
+    assert!(
+        matches!(first, Ok(Ok(WriteEffect::Updated(_)))),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, Ok(Ok(WriteEffect::Updated(_)))),
+        "{second:?}"
+    );
+    let log = sys.store.batch_log.lock().expect("test lock").clone();
+    let touching: Vec<_> = log
+        .iter()
+        .filter(|(_, _, ids)| ids.contains(&todo.id))
+        .collect();
+    for pair in touching.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "batches on the same todo overlapped: {touching:?}"
+        );
+    }
+    let stored = sys.store.stored(todo.id).expect("stored");
+    assert_eq!((stored.title.as_str(), stored.version), ("second", 3));
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_committed_but_could_not_be_read_is_never_retried() {
+    // Arrange
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    let todo = sys.create(&alice, "v1").await;
+    sys.store
+        .faults
+        .after_commit_error
+        .store(true, Ordering::SeqCst);
+
+    // Act
+    let reply = sys.write(retitle(&alice, todo.id, "v2")).await;
+    let read = sys.get(&alice, todo.id).await;
+
+    // Assert: applied once, answered "unknown" (never "retry safely"), and the shard
+    // dropped its old copy.
+    assert!(
+        matches!(reply, Ok(Err(DomainError::OutcomeUnknown(_)))),
+        "{reply:?}"
+    );
+    assert_eq!(sys.store.batch_sizes(), vec![1, 1], "retried");
+    assert_eq!(sys.store.stored(todo.id).map(|t| t.version), Some(2));
+    assert!(
+        matches!(&read, Ok(Ok(r)) if r.todo.version == 2),
+        "{read:?}"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_batch_task_answers_its_callers_and_frees_its_connection_slot() {
+    // Arrange: one connection slot; the next batch panics.
+    let sys = TestSystem::with_shards(1).await;
+    let alice = owner("alice");
+    sys.store.faults.panic_batches.store(1, Ordering::SeqCst);
+
+    // Act
+    let panicked = sys.write(create(&alice, "doomed")).await;
+    let after = sys.write(create(&alice, "after")).await;
+
+    // Assert: a 503-class answer (the write was sent, so its outcome is unknown), and the
+    // slot is free for the next batch.
+    assert!(
+        matches!(panicked, Ok(Err(DomainError::OutcomeUnknown(_)))),
+        "{panicked:?}"
+    );
+    assert!(
+        matches!(after, Ok(Ok(WriteEffect::Created(_)))),
+        "{after:?}"
+    );
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn writes_queued_behind_a_hung_database_are_answered_within_the_database_timeout() {
+    // Arrange: one connection; the database takes 5 s per batch; the timeout is 300 ms.
+    let config = crate::supervisor::ActorConfig {
+        db_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let sys = TestSystem::start(MemoryStore::default(), config, 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sys.store
+        .faults
+        .batch_delay_ms
+        .store(5_000, Ordering::SeqCst);
+    let alice = owner("alice");
+
+    // Act: one write in flight, more queued behind it 50 ms later.
+    let started = Instant::now();
+    let first = sys.write(create(&alice, "first"));
+    let queued = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        join_all((0..5).map(|i| sys.write(create(&alice, &format!("q{i}"))))).await
+    };
+    let (first, queued) = tokio::join!(first, queued);
+    let took = started.elapsed();
+
+    // Assert: the one in flight is "unknown", the queued ones get a 503-class answer
+    // once what is left of their own 300 ms runs out (not a fresh 300 ms after the first
+    // batch gave up, which would make it 650 ms).
+    assert!(
+        matches!(first, Ok(Err(DomainError::OutcomeUnknown(_)))),
+        "{first:?}"
+    );
+    for reply in &queued {
+        assert!(
+            matches!(
+                reply,
+                Ok(Err(
+                    DomainError::Unavailable(_) | DomainError::OutcomeUnknown(_)
+                ))
+            ),
+            "{reply:?}"
+        );
+    }
+    assert!(took < Duration::from_millis(500), "took {took:?}");
     sys.shutdown().await;
 }

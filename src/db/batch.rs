@@ -1,103 +1,30 @@
-//! The `todos` table, and `TodoStore` over PostgreSQL.
+//! The writer's side of the `todos` table: a batch plan and [`PgWriter`], the writer's
+//! connection, which runs a whole batch in one transaction.
 //!
-//! The writer's connection runs a whole batch in one transaction, its statements
-//! pipelined in order (tokio-postgres sends them without waiting for each answer), with
-//! runs of consecutive creates folded into one `INSERT … SELECT FROM unnest(…)`. If a
-//! command's data is rejected (SQLSTATE class 22/23), the batch is re-run in a fresh
-//! transaction with a savepoint around each command, so that command fails alone.
+//! The statements of a batch are pipelined in order (tokio-postgres sends them without
+//! waiting for each answer), with runs of consecutive creates folded into one
+//! `INSERT … SELECT FROM unnest(…)`. If a command's data is rejected (SQLSTATE class
+//! 22/23), the batch is re-run in a fresh transaction with a savepoint around each
+//! command, so that command fails alone. Failures are classified by when they happened:
+//! before COMMIT (rolled back, retryable), at COMMIT (outcome unknown), or after a
+//! COMMIT that succeeded (never retried: the change is made).
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use todo_actors::domain::{
-    DomainError, ListQuery, Owner, StoredReply, Todo, TodoChange, TodoId, WriteCommand, WriteEffect,
+    DomainError, Owner, Todo, TodoChange, TodoId, WriteCommand, WriteEffect,
 };
-use todo_actors::store::{BatchOutcome, ReadConn, StoreError, TodoStore, WriteConn};
+use todo_actors::store::{BatchOutcome, SessionId, StoreError, WriteConn};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 use uuid::Uuid;
 
 use super::error::{at_commit, before_commit, describe, is_data_error};
+use super::keys::{self, HASH_SCHEME, StoredTodo};
+use super::reads::{COLUMNS, todo_from_row};
 
-const COLUMNS: &str = r#"id, owner, title, completed, "order", version, created_at, updated_at"#;
-
-/// Opens connections to one database.
-#[derive(Clone)]
-pub struct PgStore {
-    config: tokio_postgres::Config,
-    tls: super::Tls,
-}
-
-impl PgStore {
-    /// A store for the database `config` points at, over `tls` when it asks for TLS.
-    pub fn new(config: tokio_postgres::Config, tls: super::Tls) -> Self {
-        Self { config, tls }
-    }
-}
-
-impl TodoStore for PgStore {
-    type Writer = PgWriter;
-    type Reader = PgReader;
-
-    async fn connect_writer(&self) -> Result<PgWriter, StoreError> {
-        let client = connect(&self.config, &self.tls).await?;
-        let stmts = WriterStatements::prepare(&client)
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(PgWriter { client, stmts })
-    }
-
-    async fn connect_reader(&self) -> Result<PgReader, StoreError> {
-        let client = connect(&self.config, &self.tls).await?;
-        let get = client
-            .prepare(&format!(
-                "SELECT t.{} FROM todos t
-                 JOIN unnest($1::uuid[], $2::text[]) AS k(id, owner)
-                   ON t.id = k.id AND t.owner = k.owner",
-                COLUMNS.replace(", ", ", t.")
-            ))
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        let list = client
-            .prepare(&format!(
-                r#"SELECT {COLUMNS} FROM todos
-                   WHERE owner = $1
-                     AND ($2::bool IS NULL OR completed = $2)
-                     AND (NOT $3::bool OR (CASE
-                           WHEN $4::int4 IS NULL THEN
-                             "order" IS NULL AND (created_at, id) > ($5::timestamptz, $6::uuid)
-                           ELSE
-                             "order" > $4 OR "order" IS NULL
-                             OR ("order" = $4 AND (created_at, id) > ($5::timestamptz, $6::uuid))
-                         END))
-                   ORDER BY "order" ASC NULLS LAST, created_at, id
-                   LIMIT $7"#
-            ))
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        let reply = client
-            .prepare(
-                "SELECT request_hash, status_code, response_body FROM idempotency_keys
-                 WHERE owner = $1 AND key = $2 AND created_at > now() - interval '24 hours'",
-            )
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(PgReader {
-            client,
-            get,
-            list,
-            reply,
-        })
-    }
-}
-
-async fn connect(config: &tokio_postgres::Config, tls: &super::Tls) -> Result<Client, StoreError> {
-    super::connect(config, tls).await.map_err(|e| match e {
-        super::DbError::Query(e) => StoreError::Unavailable(describe(&e)),
-        other => StoreError::Unavailable(other.to_string()),
-    })
-}
-
-struct WriterStatements {
+/// The writer's prepared statements.
+pub struct WriterStatements {
     insert: Statement,
     purge_keys: Statement,
     insert_keys: Statement,
@@ -108,7 +35,11 @@ struct WriterStatements {
 }
 
 impl WriterStatements {
-    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+    /// Prepares the writer's statements on `client`.
+    ///
+    /// # Errors
+    /// The preparing statement's error.
+    pub async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
             insert: client
                 .prepare(
@@ -118,19 +49,8 @@ impl WriterStatements {
                             AS u(id, owner, title, completed, ord, ts)"#,
                 )
                 .await?,
-            purge_keys: client
-                .prepare(
-                    "DELETE FROM idempotency_keys
-                     WHERE (owner, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-                       AND created_at < now() - interval '24 hours'",
-                )
-                .await?,
-            insert_keys: client
-                .prepare(
-                    "INSERT INTO idempotency_keys (owner, key, request_hash, status_code, response_body)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::bytea[])",
-                )
-                .await?,
+            purge_keys: client.prepare(keys::PURGE_NAMED).await?,
+            insert_keys: client.prepare(keys::INSERT_REPLIES).await?,
             update: client
                 .prepare(&format!(
                     r#"UPDATE todos SET
@@ -166,6 +86,18 @@ impl WriterStatements {
 pub struct PgWriter {
     client: Client,
     stmts: WriterStatements,
+    session: SessionId,
+}
+
+impl PgWriter {
+    /// A writer connection over `client`, whose server session is `session`.
+    pub fn new(client: Client, stmts: WriterStatements, session: SessionId) -> Self {
+        Self {
+            client,
+            stmts,
+            session,
+        }
+    }
 }
 
 /// A step of a batch: a run of creates, or one other command.
@@ -409,10 +341,11 @@ impl PgWriter {
         committed.map_err(Attempt::Commit)?;
         let mut out = Vec::with_capacity(commands.len());
         for (step, raw) in steps.iter().zip(ok) {
-            // No preconditions here, so this never queries.
+            // No preconditions here, so this never queries; a row that does not decode
+            // now belongs to a committed change, which must not be retried.
             Self::outcomes(stmts, client, step, raw, &mut out)
                 .await
-                .map_err(Attempt::Failed)?;
+                .map_err(Attempt::AfterCommit)?;
         }
         Ok(out)
     }
@@ -451,6 +384,7 @@ impl PgWriter {
         let mut owners: Vec<&str> = Vec::new();
         let mut keys: Vec<&str> = Vec::new();
         let mut hashes: Vec<&[u8]> = Vec::new();
+        let mut outcomes: Vec<&str> = Vec::new();
         let mut statuses: Vec<i16> = Vec::new();
         let mut bodies: Vec<Vec<u8>> = Vec::new();
         for (command, result) in commands.iter().zip(out) {
@@ -462,14 +396,23 @@ impl PgWriter {
             owners.push(todo.owner.as_ref());
             keys.push(&key.key);
             hashes.push(&key.request_hash);
-            statuses.push(i16::try_from(command.replay_status()).unwrap_or(200));
+            outcomes.push(command.replay_outcome().as_str());
+            statuses.push(keys::legacy_status(command.replay_outcome()));
             bodies.push(serde_json::to_vec(&StoredTodo::from(todo)).unwrap_or_default());
         }
         if keys.is_empty() {
             return Ok(());
         }
         let purge_params: [&(dyn ToSql + Sync); 2] = [&owners, &keys];
-        let insert_params: [&(dyn ToSql + Sync); 5] = [&owners, &keys, &hashes, &statuses, &bodies];
+        let insert_params: [&(dyn ToSql + Sync); 7] = [
+            &owners,
+            &keys,
+            &hashes,
+            &outcomes,
+            &statuses,
+            &HASH_SCHEME,
+            &bodies,
+        ];
         // Pipelined in this order: an expired key is purged before it is taken again.
         let (purged, inserted) = futures::join!(
             tx.execute(&stmts.purge_keys, &purge_params),
@@ -524,6 +467,8 @@ enum Attempt {
     Failed(tokio_postgres::Error),
     /// COMMIT itself failed.
     Commit(tokio_postgres::Error),
+    /// COMMIT succeeded; reading the results back failed.
+    AfterCommit(tokio_postgres::Error),
 }
 
 impl Attempt {
@@ -540,21 +485,25 @@ impl Attempt {
             Self::DataError => StoreError::Query("data error".into()),
             Self::Failed(e) => before_commit(&e),
             Self::Commit(e) => at_commit(&e),
+            Self::AfterCommit(e) => StoreError::AfterCommit(describe(&e)),
         }
     }
 }
 
+/// A command whose data PostgreSQL refused. The client hears a fixed message: the
+/// server's own text names constraints and columns, so it goes to the log only.
 fn rejected(e: &tokio_postgres::Error) -> DomainError {
     if e.as_db_error()
         .is_some_and(|d| d.constraint() == Some("idempotency_keys_pkey"))
     {
         return DomainError::IdempotencyConflict;
     }
-    let message = e.as_db_error().map_or_else(
-        || "rejected by the database".to_owned(),
-        |d| d.message().to_owned(),
+    tracing::warn!(
+        error.message = %describe(e),
+        constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default(),
+        "the database refused a command's data"
     );
-    DomainError::invalid("body", message)
+    DomainError::invalid("body", "the database refused a value of this request")
 }
 
 impl WriteConn for PgWriter {
@@ -590,131 +539,8 @@ impl WriteConn for PgWriter {
     fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
-}
 
-/// A query shard's connection.
-pub struct PgReader {
-    client: Client,
-    get: Statement,
-    list: Statement,
-    reply: Statement,
-}
-
-impl ReadConn for PgReader {
-    async fn get_todos(&self, keys: &[(Owner, TodoId)]) -> Result<Vec<Todo>, StoreError> {
-        let ids: Vec<Uuid> = keys.iter().map(|(_, id)| id.into_inner()).collect();
-        let owners: Vec<&str> = keys.iter().map(|(o, _)| o.as_ref()).collect();
-        let rows = self
-            .client
-            .query(&self.get, &[&ids, &owners])
-            .await
-            .map_err(|e| before_commit(&e))?;
-        rows.iter()
-            .map(|r| todo_from_row(r).map_err(|e| StoreError::Query(describe(&e))))
-            .collect()
+    fn session(&self) -> SessionId {
+        self.session
     }
-
-    async fn list_todos(&self, query: &ListQuery) -> Result<Vec<Todo>, StoreError> {
-        let after = query.after.as_ref();
-        let limit = i64::from(query.limit);
-        let rows = self
-            .client
-            .query(
-                &self.list,
-                &[
-                    &query.owner.as_ref(),
-                    &query.completed,
-                    &after.is_some(),
-                    &after.and_then(|c| c.order),
-                    &after.map(|c| c.created_at),
-                    &after.map(|c| c.id.into_inner()),
-                    &limit,
-                ],
-            )
-            .await
-            .map_err(|e| before_commit(&e))?;
-        rows.iter()
-            .map(|r| todo_from_row(r).map_err(|e| StoreError::Query(describe(&e))))
-            .collect()
-    }
-
-    async fn get_reply(&self, owner: &Owner, key: &str) -> Result<Option<StoredReply>, StoreError> {
-        let row = self
-            .client
-            .query_opt(&self.reply, &[&owner.as_ref(), &key])
-            .await
-            .map_err(|e| before_commit(&e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let decode = |e: tokio_postgres::Error| StoreError::Query(describe(&e));
-        let body: Vec<u8> = row.try_get(2).map_err(decode)?;
-        let stored: StoredTodo = serde_json::from_slice(&body)
-            .map_err(|e| StoreError::Query(format!("stored idempotent reply: {e}")))?;
-        Ok(Some(StoredReply {
-            request_hash: row.try_get(0).map_err(decode)?,
-            status: u16::try_from(row.try_get::<_, i16>(1).map_err(decode)?).unwrap_or(200),
-            todo: stored.into(),
-        }))
-    }
-
-    fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-}
-
-/// A todo as stored in an idempotent reply.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredTodo {
-    id: Uuid,
-    owner: String,
-    title: String,
-    completed: bool,
-    order: Option<i32>,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<&Todo> for StoredTodo {
-    fn from(t: &Todo) -> Self {
-        Self {
-            id: t.id.into_inner(),
-            owner: t.owner.as_ref().to_owned(),
-            title: t.title.clone(),
-            completed: t.completed,
-            order: t.order,
-            version: t.version,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }
-    }
-}
-
-impl From<StoredTodo> for Todo {
-    fn from(t: StoredTodo) -> Self {
-        Self {
-            id: TodoId::from_uuid(t.id),
-            owner: Owner::from_stored(t.owner),
-            title: t.title,
-            completed: t.completed,
-            order: t.order,
-            version: t.version,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }
-    }
-}
-
-fn todo_from_row(row: &Row) -> Result<Todo, tokio_postgres::Error> {
-    Ok(Todo {
-        id: TodoId::from_uuid(row.try_get("id")?),
-        owner: Owner::from_stored(row.try_get("owner")?),
-        title: row.try_get("title")?,
-        completed: row.try_get("completed")?,
-        order: row.try_get("order")?,
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
 }

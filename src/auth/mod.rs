@@ -1,5 +1,6 @@
-//! Who is calling: turns the `Authorization` header of an API request into the
-//! [`Owner`] that scopes every read and write (DESIGN.md §3 "Auth"). The
+//! Who is calling: turns the bearer credential of a request (the `Authorization` header of
+//! HTTP, or of a NATS message) into the [`Owner`] that scopes every read and write
+//! (DESIGN.md §3 "Auth"). It knows no transport: an edge hands it the header's values. The
 //! [`Authenticator`] is built once at start-up from [`AuthSettings`], so a bad keys
 //! file, secret or public key stops the service before it listens, with a message
 //! naming the variable. Three modes ([`AuthMode`], `AUTH_MODE`):
@@ -16,15 +17,14 @@
 //!   `iss` must equal `JWT_ISSUER` and `aud` must contain `JWT_AUDIENCE` when those are
 //!   set. The owner is `sub`.
 //!
-//! Failures are an [`AuthError`], which the HTTP layer turns into a 401 with the
-//! RFC 6750 challenge from [`AuthError::www_authenticate`]. Neither the errors nor the
+//! Failures are an [`AuthError`], which the edges turn into a 401 (HTTP adds the
+//! RFC 6750 challenge from [`AuthError::www_authenticate`]). Neither the errors nor the
 //! `Debug` output of anything here ever holds a token, a key or a secret.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 
-use http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -172,36 +172,38 @@ impl Authenticator {
         }
     }
 
-    /// The owner a request acts as, from its `Authorization` header.
+    /// The owner a request acts as, from the values of its `Authorization` header (none,
+    /// one, or, wrongly, several).
     ///
     /// # Errors
     /// [`AuthError::Missing`] without a bearer credential (in `api-key` and `jwt` modes),
     /// [`AuthError::Invalid`] with a malformed, unknown, expired or badly signed one.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Owner, AuthError> {
+    pub fn authenticate<V: AsRef<[u8]>>(&self, authorization: &[V]) -> Result<Owner, AuthError> {
         match &self.scheme {
             Scheme::None => Ok(Owner::public()),
             Scheme::ApiKey(keys) => {
-                let key = bearer_token(headers)?;
+                let key = bearer_token(authorization)?;
                 keys.get(&sha256(key))
                     .cloned()
                     .ok_or(AuthError::Invalid("unknown API key"))
             }
-            Scheme::Jwt(jwt) => jwt.verify(bearer_token(headers)?),
+            Scheme::Jwt(jwt) => jwt.verify(bearer_token(authorization)?),
         }
     }
 }
 
 /// The credential of `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is
 /// case-insensitive, RFC 9110 §11.1).
-fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::Missing)?;
-    if values.next().is_some() {
-        return Err(AuthError::Invalid("more than one Authorization header"));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::Invalid("malformed Authorization header"))?
+fn bearer_token<V: AsRef<[u8]>>(values: &[V]) -> Result<&str, AuthError> {
+    let value = match values {
+        [] => return Err(AuthError::Missing),
+        [one] => one.as_ref(),
+        _ => return Err(AuthError::Invalid("more than one Authorization header")),
+    };
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .ok_or(AuthError::Invalid("malformed Authorization header"))?
         .trim();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -392,7 +394,6 @@ fn describe(kind: &ErrorKind) -> &'static str {
 mod tests {
     use std::path::PathBuf;
 
-    use http::HeaderValue;
     use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
     use serde_json::{Value, json};
 
@@ -479,18 +480,15 @@ WwIDAQAB
         }
     }
 
-    fn headers(authorization: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(a) = authorization {
-            h.insert(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(a).expect("valid header"),
-            );
-        }
-        h
+    /// The values of an `Authorization` header.
+    fn headers(authorization: Option<&str>) -> Vec<Vec<u8>> {
+        authorization
+            .map(|a| a.as_bytes().to_vec())
+            .into_iter()
+            .collect()
     }
 
-    fn bearer(token: &str) -> HeaderMap {
+    fn bearer(token: &str) -> Vec<Vec<u8>> {
         headers(Some(&format!("Bearer {token}")))
     }
 
@@ -601,17 +599,13 @@ WwIDAQAB
             auth.authenticate(&headers(Some("Bearer k k"))),
             Err(AuthError::Invalid("malformed bearer token"))
         );
-        let mut not_text = HeaderMap::new();
-        not_text.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_bytes(b"Bearer \xffk").expect("opaque bytes are a header value"),
-        );
+        let not_text = vec![b"Bearer \xffk".to_vec()];
         assert_eq!(
             auth.authenticate(&not_text),
             Err(AuthError::Invalid("malformed Authorization header"))
         );
         let mut twice = bearer("k");
-        twice.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        twice.push(b"Bearer k".to_vec());
         assert_eq!(
             auth.authenticate(&twice),
             Err(AuthError::Invalid("more than one Authorization header"))
