@@ -337,3 +337,66 @@ async fn walking_pages_visits_every_todo_once_while_others_are_created_and_delet
         assert!(unique.contains(id), "{id} was skipped");
     }
 }
+
+#[tokio::test]
+async fn keys_stored_by_the_previous_release_are_still_replayed() {
+    // Arrange: a key as release 1 stored it: an HTTP status, no outcome, and a hash of
+    // method, path and body (hash scheme 1).
+    let app = spawn_app().await;
+    let todo = app.create("stored before the upgrade").await;
+    let client = db(&app.db_url).await;
+    let body = json!({
+        "id": todo["id"], "owner": "public", "title": "stored before the upgrade",
+        "completed": false, "order": null, "version": 1,
+        "created_at": todo["created_at"], "updated_at": todo["updated_at"],
+    });
+    client
+        .execute(
+            "INSERT INTO idempotency_keys (owner, key, request_hash, status_code, response_body)
+             VALUES ('public', 'old-key', '\\x00', 201, $1)",
+            &[&serde_json::to_vec(&body).expect("json")],
+        )
+        .await
+        .expect("legacy row");
+
+    // Act: the client retries its create with that key.
+    let r = app
+        .post_with_key("old-key", &json!({"title": "stored before the upgrade"}))
+        .await;
+
+    // Assert: the first result, replayed as a create.
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let replayed: Value = r.json().await.expect("json");
+    assert_eq!(replayed["id"], todo["id"]);
+    assert_eq!(app.count("todos").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_is_the_same_request_however_its_json_is_spelled() {
+    // Arrange
+    let app = spawn_app().await;
+    let first = app
+        .post_with_key(
+            "spelled",
+            &json!({"title": "t", "completed": false, "order": 2}),
+        )
+        .await;
+    assert_eq!(first.status(), 201);
+
+    // Act: the same command, keys in another order, a default spelled out, a float order.
+    let r = app
+        .client
+        .post(app.url("/api/todos"))
+        .header("idempotency-key", "spelled")
+        .header("content-type", "application/json")
+        .body(r#"{"order": 2.0, "title": "t"}"#)
+        .send()
+        .await
+        .expect("request");
+
+    // Assert
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.count("todos").await, 1);
+}

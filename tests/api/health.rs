@@ -263,3 +263,50 @@ async fn admission_control_answers_503_with_retry_after_when_full() {
         "a second concurrent request beyond MAX_IN_FLIGHT=1 got 503"
     );
 }
+
+#[tokio::test]
+async fn every_labelled_metric_family_is_exported_from_the_start() {
+    // Arrange: a fresh app that has served nothing and had no failure.
+    let app = spawn_app().await;
+
+    // Act
+    let text = app.admin_get("/metrics").await.text().await.expect("text");
+
+    // Assert: each family of DESIGN.md §7 is there, at zero where nothing happened yet.
+    for family in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "http_in_flight_requests",
+        "todo_actor_up",
+        "todo_actor_restarts_total",
+        "todo_actor_mailbox_depth",
+        "todo_actor_messages_total",
+        "todo_actor_message_duration_seconds",
+        "todo_write_batch_size",
+        "todo_write_batch_duration_seconds",
+        "todo_write_commands_total",
+        "todo_query_reads_total",
+        "todo_query_batch_size",
+        "todo_db_pool_connections",
+        "todo_db_errors_total",
+        "todo_nats_messages_total",
+        "todo_nats_connected",
+        "todo_outbox_pending",
+        "todo_build_info",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "{family} is missing"
+        );
+    }
+    for series in [
+        r#"todo_actor_restarts_total{actor="writer"} 0"#,
+        r#"todo_actor_restarts_total{actor="shard-0"} 0"#,
+        r#"todo_db_errors_total{kind="connect"} 0"#,
+        r#"todo_db_errors_total{kind="commit_unknown"} 0"#,
+        r#"todo_write_commands_total{op="create",outcome="unavailable"} 0"#,
+        r#"http_requests_total{method="POST",route="/api/todos",status_code="503"} 0"#,
+    ] {
+        assert!(text.contains(series), "{series} is missing");
+    }
+}

@@ -263,6 +263,21 @@ pub struct ServiceProcess {
     pub address: String,
     pub admin: String,
     pub db_url: String,
+    /// Every line it wrote on stdout after "ready".
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// The log lines so far that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Starts `todo-service serve` on a fresh database with `env` added; waits for "ready".
@@ -303,11 +318,18 @@ pub async fn spawn_process(env: &[(&str, &str)]) -> ServiceProcess {
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&logs);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            kept.lock().expect("log lock").push(line);
+        }
+    });
     ServiceProcess {
         child,
         address: format!("http://127.0.0.1:{http_port}"),
         admin: format!("http://127.0.0.1:{admin_port}"),
         db_url,
+        logs,
     }
 }

@@ -4,10 +4,14 @@
 mod auth;
 mod chaos;
 mod contract;
+mod database;
 mod health;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod openapi;
+mod proxy;
+mod service;
 mod store;
 mod todobackend;
 mod todos;
