@@ -82,6 +82,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             NotFound,
             Conflict,
             PreconditionFailed,
+            RequestTimeout,
             PayloadTooLarge,
             UnsupportedMediaType,
             UnprocessableContent,
@@ -438,6 +439,12 @@ struct Conflict(Problem);
 #[allow(dead_code)]
 struct PreconditionFailed(Problem);
 
+/// The body did not arrive within `HTTP_BODY_TIMEOUT_S`; the connection is closed.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+#[allow(dead_code)]
+struct RequestTimeout(Problem);
+
 /// The body is larger than 64 KiB.
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
@@ -507,6 +514,7 @@ fn list_todos() {}
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 409, response = Conflict),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableContent),
@@ -580,6 +588,7 @@ fn get_todo() {}
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableContent),
@@ -608,6 +617,7 @@ fn update_todo() {}
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),

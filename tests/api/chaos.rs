@@ -154,7 +154,12 @@ async fn get(app: Arc<TestApp>, ledger: Arc<Ledger>, n: u64) {
         return;
     };
     ledger.reads.fetch_add(1, Ordering::Relaxed);
-    let Ok(r) = app.client.get(app.url(&format!("/api/todos/{id}"))).send().await else {
+    let Ok(r) = app
+        .client
+        .get(app.url(&format!("/api/todos/{id}")))
+        .send()
+        .await
+    else {
         ledger.requests.fetch_add(1, Ordering::Relaxed);
         ledger.failed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -260,13 +265,22 @@ async fn killing_every_actor_in_turn_under_load_keeps_creates_reads_and_acknowle
         killed.len() == targets.len() && killed.values().all(|&k| k >= 8),
         "{killed:?}"
     );
-    assert!(sent as f64 >= 0.95 * (RATE * CHAOS_FOR.as_secs()) as f64, "only {sent} sent");
+    assert!(
+        sent as f64 >= 0.95 * (RATE * CHAOS_FOR.as_secs()) as f64,
+        "only {sent} sent"
+    );
     let not_503 = ledger.not_503.lock().await;
-    assert!(not_503.is_empty(), "failures other than 503 + Retry-After: {not_503:?}");
+    assert!(
+        not_503.is_empty(),
+        "failures other than 503 + Retry-After: {not_503:?}"
+    );
     assert!(pct(acked, creates) >= 97.0, "creates acknowledged");
     assert!(pct(failed, requests) <= 15.0, "requests failing");
     assert!(pct(served, reads) >= 90.0, "reads served");
-    assert!(ready_after <= Duration::from_secs(1), "ready {ready_after:?} after the last kill");
+    assert!(
+        ready_after <= Duration::from_secs(1),
+        "ready {ready_after:?} after the last kill"
+    );
 
     // Assert: every acknowledged write is stored in its acknowledged state (or a later one
     // whose outcome was unknown), and no key made two todos.
@@ -288,7 +302,10 @@ async fn killing_every_actor_in_turn_under_load_keeps_creates_reads_and_acknowle
         match acked.versions.get(version) {
             Some(o) => assert_eq!(order, o, "{id} v{version}"),
             None => {
-                assert!(*version > newest, "{id}: v{version} older than acknowledged v{newest}");
+                assert!(
+                    *version > newest,
+                    "{id}: v{version} older than acknowledged v{newest}"
+                );
                 assert!(
                     order.is_some_and(|o| acked.maybe.contains(&o)),
                     "{id}: order {order:?} was never sent"
@@ -303,5 +320,9 @@ async fn killing_every_actor_in_turn_under_load_keeps_creates_reads_and_acknowle
         )
         .await
         .expect("duplicates");
-    assert!(duplicated.is_empty(), "{} keys made two todos", duplicated.len());
+    assert!(
+        duplicated.is_empty(),
+        "{} keys made two todos",
+        duplicated.len()
+    );
 }
