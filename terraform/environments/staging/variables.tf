@@ -119,8 +119,8 @@ variable "db_backup_retention_days" {
 
 variable "db_max_connections_alarm" {
   type        = number
-  description = "DatabaseConnections alarm threshold (pods x DB_POOL_SIZE plus headroom, below max_connections)."
-  default     = 150
+  description = "DatabaseConnections alarm threshold: at least the peak of docs/connection-budget.md (the service at the HPA maximum plus operators) and at most twice it (scripts/ops/check-connection-budget)."
+  default     = 100
 }
 
 variable "log_retention_days" {

@@ -98,7 +98,7 @@ variable "db_backup_retention_days" {
 
 variable "db_max_connections_alarm" {
   type        = number
-  description = "DatabaseConnections alarm threshold (pods x DB_POOL_SIZE plus headroom, below max_connections)."
+  description = "DatabaseConnections alarm threshold: at least the peak of docs/connection-budget.md and at most twice it."
 }
 
 variable "log_retention_days" {
