@@ -69,6 +69,12 @@ variable "kubernetes_version" {
   default     = "1.33"
 }
 
+variable "eks_addon_versions" {
+  type        = map(string)
+  description = "Versions of the EKS managed add-ons (eks-pod-identity-agent, aws-ebs-csi-driver, metrics-server) by name; absent ones get EKS's default for the Kubernetes version when created. Pin them before upgrading Kubernetes: aws eks describe-addon-versions --kubernetes-version <v> --addon-name <name>."
+  default     = {}
+}
+
 variable "node_instance_types" {
   type        = list(string)
   description = "Instance types of the EKS managed node group (Nitro, trunk-ENI capable)."

@@ -51,6 +51,11 @@ variable "kubernetes_version" {
   description = "EKS Kubernetes version."
 }
 
+variable "eks_addon_versions" {
+  type        = map(string)
+  description = "Versions of the EKS managed add-ons of modules/cluster-addons by name; absent ones get EKS's default for the Kubernetes version when created."
+}
+
 variable "node_instance_types" {
   type        = list(string)
   description = "Instance types of the EKS managed node group (Nitro, trunk-ENI capable)."
