@@ -38,7 +38,7 @@ variable "eks_public_access_cidrs" {
 
 variable "cluster_admin_role_arns" {
   type        = list(string)
-  description = "IAM roles with cluster-admin on EKS (CI deploy role, operators' SSO role)."
+  description = "IAM roles with cluster-admin on EKS (the operators' SSO role; CI needs none: Argo CD deploys from inside the cluster)."
 }
 
 variable "ci_push_role_arns" {
