@@ -18,6 +18,7 @@ module "stack" {
   cluster_admin_role_arns     = var.cluster_admin_role_arns
   ci_push_role_arns           = var.ci_push_role_arns
   kubernetes_version          = var.kubernetes_version
+  eks_addon_versions          = var.eks_addon_versions
   node_instance_types         = var.node_instance_types
   node_min_size               = var.node_min_size
   node_desired_size           = var.node_desired_size

@@ -21,6 +21,21 @@ output "eks_cluster_endpoint" {
   value       = module.stack.eks_cluster_endpoint
 }
 
+output "karpenter_node_role_name" {
+  description = "IAM role of Karpenter's nodes (EC2NodeClass spec.role in k8s/cluster-addons/overlays/<env>)."
+  value       = module.stack.karpenter_node_role_name
+}
+
+output "karpenter_interruption_queue_name" {
+  description = "SQS interruption queue of Karpenter (settings.interruptionQueue in k8s/cluster-addons/overlays/<env>)."
+  value       = module.stack.karpenter_interruption_queue_name
+}
+
+output "eks_managed_addons" {
+  description = "EKS managed add-ons of the cluster besides vpc-cni, coredns and kube-proxy."
+  value       = module.stack.eks_managed_addons
+}
+
 output "service_role_arn" {
   description = "IRSA role for the todo-service ServiceAccount annotation eks.amazonaws.com/role-arn."
   value       = module.stack.service_role_arn

@@ -53,7 +53,7 @@ variable "eks_public_access_cidrs" {
 
 variable "cluster_admin_role_arns" {
   type        = list(string)
-  description = "IAM roles with cluster-admin on EKS (CI deploy role, operators' SSO role)."
+  description = "IAM roles with cluster-admin on EKS (the operators' SSO role; CI needs none: Argo CD deploys from inside the cluster)."
   default     = []
 }
 
@@ -67,6 +67,12 @@ variable "kubernetes_version" {
   type        = string
   description = "EKS Kubernetes version."
   default     = "1.33"
+}
+
+variable "eks_addon_versions" {
+  type        = map(string)
+  description = "Versions of the EKS managed add-ons (eks-pod-identity-agent, aws-ebs-csi-driver, metrics-server) by name; absent ones get EKS's default for the Kubernetes version when created. Pin them before upgrading Kubernetes: aws eks describe-addon-versions --kubernetes-version <v> --addon-name <name>."
+  default     = {}
 }
 
 variable "node_instance_types" {
@@ -119,8 +125,8 @@ variable "db_backup_retention_days" {
 
 variable "db_max_connections_alarm" {
   type        = number
-  description = "DatabaseConnections alarm threshold (pods x DB_POOL_SIZE plus headroom, below max_connections)."
-  default     = 400
+  description = "DatabaseConnections alarm threshold: at least the peak of docs/connection-budget.md (the service at the HPA maximum plus operators) and at most twice it (scripts/ops/check-connection-budget)."
+  default     = 200
 }
 
 variable "log_retention_days" {

@@ -265,8 +265,11 @@ resource "aws_eks_addon" "vpc_cni" {
   resolve_conflicts_on_update = "PRESERVE"
 
   # Security groups for pods: the todo-service pods get the pods security group, the
-  # only one RDS accepts.
+  # only one RDS accepts. enableNetworkPolicy: the network policy agent enforces the
+  # NetworkPolicies of k8s/base (without it they are accepted and ignored); "standard"
+  # enforcing mode of security groups for pods is what lets both apply to the same pods.
   configuration_values = jsonencode({
+    enableNetworkPolicy = "true"
     env = {
       ENABLE_POD_ENI                    = "true"
       POD_SECURITY_GROUP_ENFORCING_MODE = "standard"

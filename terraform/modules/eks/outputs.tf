@@ -3,6 +3,11 @@ output "cluster_name" {
   value       = aws_eks_cluster.this.name
 }
 
+output "node_group_cluster_name" {
+  description = "The cluster name, known once the managed node group exists: add-ons that run pods (modules/cluster-addons) take it to wait for nodes."
+  value       = aws_eks_node_group.this.cluster_name
+}
+
 output "cluster_endpoint" {
   description = "URL of the Kubernetes API server."
   value       = aws_eks_cluster.this.endpoint

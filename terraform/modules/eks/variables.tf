@@ -37,7 +37,7 @@ variable "public_access_cidrs" {
 
 variable "cluster_admin_role_arns" {
   type        = list(string)
-  description = "IAM role ARNs given cluster-admin through EKS access entries (e.g. the CI deploy role and the operators' SSO role)."
+  description = "IAM role ARNs given cluster-admin through EKS access entries (e.g. the operators' SSO role; CI deploys through Argo CD and needs none)."
   default     = []
 }
 

@@ -46,7 +46,7 @@ variable "rds_free_storage_threshold_bytes" {
 
 variable "rds_max_connections_threshold" {
   type        = number
-  description = "Alarm when RDS DatabaseConnections stays above this count (keep below max_connections minus the reserved slots; each pod opens DB_POOL_SIZE connections)."
+  description = "Alarm when RDS DatabaseConnections stays above this count (docs/connection-budget.md: at least the peak budget of the environment, at most twice it)."
   default     = 300
 }
 

@@ -10,12 +10,17 @@
 
 locals {
   # Control plane → node ports: kubelet, and the webhook/extension API servers that run
-  # on nodes (AWS Load Balancer Controller 9443, metrics-server 4443/10250, 443).
+  # on nodes (AWS Load Balancer Controller 9443, metrics-server 4443 or 10251 as the EKS
+  # add-on, prometheus-adapter 6443, External Secrets and Prometheus Operator webhooks on
+  # 10250, 443).
   cluster_to_node_ports = {
     kubelet        = { port = 10250, description = "EKS control plane to kubelet (logs, exec, metrics)" }
     webhooks_443   = { port = 443, description = "EKS control plane to admission webhooks served on 443" }
     lb_controller  = { port = 9443, description = "EKS control plane to AWS Load Balancer Controller webhook" }
     metrics_server = { port = 4443, description = "EKS control plane to metrics-server (aggregated API)" }
+    # The EKS add-on of metrics-server listens on 10251 instead of the chart's 4443/10250.
+    metrics_server_addon = { port = 10251, description = "EKS control plane to the metrics-server EKS add-on (aggregated API)" }
+    prometheus_adapter   = { port = 6443, description = "EKS control plane to prometheus-adapter (custom.metrics.k8s.io)" }
   }
   dns_protocols = ["tcp", "udp"]
 }
@@ -78,7 +83,8 @@ resource "aws_security_group" "nodes" {
   description = "EKS managed node group: what kubelet, the VPC CNI and system pods need"
   vpc_id      = var.vpc_id
 
-  tags = merge(var.tags, { Name = "${var.name}-eks-nodes" })
+  # karpenter.sh/discovery: Karpenter's EC2NodeClass gives its nodes this group too.
+  tags = merge(var.tags, var.nodes_extra_tags, { Name = "${var.name}-eks-nodes" })
 
   lifecycle {
     create_before_destroy = true

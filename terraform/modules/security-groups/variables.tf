@@ -54,3 +54,9 @@ variable "tags" {
   description = "Extra tags for every security group."
   default     = {}
 }
+
+variable "nodes_extra_tags" {
+  type        = map(string)
+  description = "Extra tags of the nodes' security group, e.g. karpenter.sh/discovery = <cluster> so Karpenter's nodes get it too."
+  default     = {}
+}

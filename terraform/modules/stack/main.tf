@@ -1,5 +1,5 @@
-# One environment of todo-service: network, security groups, PostgreSQL, EKS, ECR and
-# alarms, wired together. Each root in terraform/environments/<env> calls this module once
+# One environment of todo-service: network, security groups, PostgreSQL, EKS with the AWS
+# side of its add-ons, ECR and alarms, wired together. Each root in terraform/environments/<env> calls this module once
 # with its own sizes; every resource is named todo-<env>. The Kubernetes side
 # (k8s/overlays/<env>) consumes the outputs: the IRSA role, the pods security group
 # (SecurityGroupPolicy), the ALB security group (Ingress annotation), the image repository
@@ -40,6 +40,7 @@ module "security_groups" {
   vpc_id            = module.vpc.vpc_id
   vpc_cidr_block    = module.vpc.vpc_cidr_block
   alb_ingress_cidrs = var.alb_ingress_cidrs
+  nodes_extra_tags  = { "karpenter.sh/discovery" = local.name }
 }
 
 module "rds" {
@@ -74,6 +75,15 @@ module "eks" {
   node_desired_size         = var.node_desired_size
   node_max_size             = var.node_max_size
   db_resource_id            = module.rds.instance_resource_id
+}
+
+# EKS managed add-ons (Pod Identity agent, EBS CSI driver, metrics-server) and the IAM of
+# the add-ons Argo CD installs from k8s/cluster-addons (Load Balancer Controller, Karpenter).
+module "cluster_addons" {
+  source = "../cluster-addons"
+
+  cluster_name   = module.eks.node_group_cluster_name
+  addon_versions = var.eks_addon_versions
 }
 
 module "ecr" {

@@ -38,7 +38,7 @@ variable "eks_public_access_cidrs" {
 
 variable "cluster_admin_role_arns" {
   type        = list(string)
-  description = "IAM roles with cluster-admin on EKS (CI deploy role, operators' SSO role)."
+  description = "IAM roles with cluster-admin on EKS (the operators' SSO role; CI needs none: Argo CD deploys from inside the cluster)."
 }
 
 variable "ci_push_role_arns" {
@@ -49,6 +49,11 @@ variable "ci_push_role_arns" {
 variable "kubernetes_version" {
   type        = string
   description = "EKS Kubernetes version."
+}
+
+variable "eks_addon_versions" {
+  type        = map(string)
+  description = "Versions of the EKS managed add-ons of modules/cluster-addons by name; absent ones get EKS's default for the Kubernetes version when created."
 }
 
 variable "node_instance_types" {
@@ -98,7 +103,7 @@ variable "db_backup_retention_days" {
 
 variable "db_max_connections_alarm" {
   type        = number
-  description = "DatabaseConnections alarm threshold (pods x DB_POOL_SIZE plus headroom, below max_connections)."
+  description = "DatabaseConnections alarm threshold: at least the peak of docs/connection-budget.md and at most twice it."
 }
 
 variable "log_retention_days" {

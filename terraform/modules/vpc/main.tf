@@ -62,6 +62,8 @@ resource "aws_subnet" "private" {
     Tier                                        = "private"
     "kubernetes.io/role/internal-elb"           = "1"
     "kubernetes.io/cluster/${var.cluster_name}" = "shared"
+    # Karpenter's EC2NodeClass launches nodes in the subnets with this tag.
+    "karpenter.sh/discovery" = var.cluster_name
   })
 }
 

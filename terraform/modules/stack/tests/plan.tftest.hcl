@@ -31,6 +31,7 @@ variables {
   cluster_admin_role_arns     = []
   ci_push_role_arns           = []
   kubernetes_version          = "1.33"
+  eks_addon_versions          = {}
   node_instance_types         = ["m6i.large"]
   node_min_size               = 3
   node_desired_size           = 3
