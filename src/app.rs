@@ -18,15 +18,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
+use crate::coherence::{CHANGE_LISTENER, ChangeListener, ListenerArgs};
 use crate::config::Settings;
 use crate::db::{self, PgStore};
+use crate::feed::FeedHub;
 use crate::http::admin::{self, AdminContext};
 use crate::http::server::{Limits, Server};
 use crate::http::{self, ApiContext, Cors, Edge};
 use crate::lifecycle::{self, Lifecycle, Phase, Running, Timing};
-use crate::maintenance::KeyPurgerSpec;
+use crate::maintenance::{KEY_PURGER, KeyPurger};
 use crate::metrics::Metrics;
+use crate::outbox::{OUTBOX_RELAY, OutboxRelay, RelayArgs};
 use crate::service::{ServiceSettings, TodoService};
+use crate::supervised::Spec;
 
 /// How the app ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +98,40 @@ impl App {
             restart_intensity: settings.actors.restart_intensity,
             restart_period: Duration::from_secs(settings.actors.restart_period_s),
         };
-        let others: Vec<Arc<dyn ChildSpec>> = vec![Arc::new(KeyPurgerSpec::new(pool.clone()))];
+        // This replica, as other replicas' change listeners see it in the outbox.
+        let replica = uuid::Uuid::now_v7();
+        tracing::info!(%replica, "replica id");
+        let feed = FeedHub::new(
+            settings.events.feed_max_streams as usize,
+            settings.events.feed_buffer as usize,
+        );
+        let others: Vec<Arc<dyn ChildSpec>> = vec![
+            Arc::new(Spec::<ChangeListener>::new(
+                CHANGE_LISTENER,
+                ListenerArgs {
+                    config: serving.clone(),
+                    tls: tls.clone(),
+                    handles: Arc::clone(&handles),
+                    feed: Arc::clone(&feed),
+                    replica,
+                    timeout: db_timeout,
+                },
+            )),
+            Arc::new(Spec::<OutboxRelay>::new(
+                OUTBOX_RELAY,
+                RelayArgs {
+                    pool: pool.clone(),
+                    handles: Arc::clone(&handles),
+                    sink: None,
+                    retention: Duration::from_secs(settings.events.outbox_retention_h * 3600),
+                    pending: metrics.outbox_pending.clone(),
+                },
+            )),
+            Arc::new(Spec::<KeyPurger>::new(KEY_PURGER, pool.clone())),
+        ];
         let (supervisor, supervisor_done) = Actor::spawn(
             None,
-            RootSupervisor::new(PgStore::new(serving, tls)),
+            RootSupervisor::new(PgStore::new(serving, tls, replica)),
             SupervisorArgs {
                 config,
                 handles: Arc::clone(&handles),
@@ -118,6 +152,7 @@ impl App {
                 db_timeout,
             },
             pool.clone(),
+            feed,
         ));
         let api = Arc::new(ApiContext {
             service,

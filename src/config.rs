@@ -60,6 +60,65 @@ pub struct Settings {
     /// Authentication of API requests.
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// The NATS edge.
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// The outbox and the live change feed.
+    #[command(flatten)]
+    pub events: EventSettings,
+}
+
+/// The NATS edge (optional: without `NATS_URL` the service runs HTTP-only).
+#[derive(Clone, Args)]
+pub struct NatsSettings {
+    /// NATS server(s), comma-separated (credentials may be in the URL); unset: no NATS.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<Secret>,
+    /// First token of every subject and the name of every stream: `<prefix>.create`,
+    /// `<prefix>.cmd.>`, `<prefix>.events.>`; streams `<PREFIX>_COMMANDS` and so on.
+    #[arg(long, env = "NATS_PREFIX", default_value = "todo")]
+    pub nats_prefix: String,
+    /// Queue group of the request endpoints, shared by all replicas.
+    #[arg(long, env = "NATS_QUEUE_GROUP", default_value = "todo-service")]
+    pub nats_queue_group: String,
+    /// Seconds a command may stay unacknowledged before NATS delivers it again.
+    #[arg(long, env = "NATS_ACK_WAIT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub nats_ack_wait_s: u64,
+    /// Deliveries of a command that keeps failing before it goes to the dead-letter
+    /// subject `<prefix>.dlq.<verb>`.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 5,
+          value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub nats_max_deliver: i64,
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<redacted>"))
+            .field("nats_prefix", &self.nats_prefix)
+            .field("nats_queue_group", &self.nats_queue_group)
+            .field("nats_ack_wait_s", &self.nats_ack_wait_s)
+            .field("nats_max_deliver", &self.nats_max_deliver)
+            .finish()
+    }
+}
+
+/// The outbox and the live change feed.
+#[derive(Debug, Clone, Args)]
+pub struct EventSettings {
+    /// Hours published events are kept (a feed client can resume within them).
+    #[arg(long, env = "OUTBOX_RETENTION_H", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
+    pub outbox_retention_h: u64,
+    /// Change-feed streams a replica keeps open at most (503 beyond).
+    #[arg(long, env = "FEED_MAX_STREAMS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub feed_max_streams: u32,
+    /// Events a stream may have waiting; a consumer further behind is cut off.
+    #[arg(long, env = "FEED_BUFFER", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub feed_buffer: u32,
 }
 
 /// HTTP and admin ports.
@@ -488,6 +547,18 @@ impl Settings {
                 .is_none_or(|t| t.expose().trim().is_empty())
         {
             return Err("CHAOS_ENABLED=true needs a non-empty ADMIN_TOKEN".into());
+        }
+        let prefix = &self.nats.nats_prefix;
+        if prefix.is_empty()
+            || !prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        {
+            return Err(format!(
+                "NATS_PREFIX must be dot-separated tokens of letters, digits, _ or -, got {prefix:?}"
+            ));
         }
         if let Some(url) = &self.http.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -11,8 +11,12 @@
 //! - [`auth`]: from a bearer credential to an owner, whatever the transport.
 //! - [`http`]: the REST API and the admin port, translations onto [`service`], and the
 //!   server that bounds connections and slow clients.
-//! - [`db`]: PostgreSQL connections, migrations, and `TodoStore` over SQL.
+//! - [`db`]: PostgreSQL connections, migrations, `TodoStore` over SQL, the outbox.
+//! - [`outbox`]: the relay that orders committed events and publishes them (NATS).
+//! - [`coherence`]: the change listener that keeps every replica's caches coherent and
+//!   feeds [`feed`], the live change feed.
 //! - [`maintenance`]: supervised background work (the idempotency-key purge).
+//! - [`supervised`]: how this crate's actors join the root supervisor.
 //! - [`metrics`]: every Prometheus metric; also the actors' `MetricsSink`.
 //! - [`telemetry`], [`shutdown`], [`healthcheck`]: process plumbing.
 //!
@@ -20,13 +24,17 @@
 
 pub mod app;
 pub mod auth;
+pub mod coherence;
 pub mod config;
 pub mod db;
+pub mod feed;
 pub mod healthcheck;
 pub mod http;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metrics;
+pub mod outbox;
 pub mod service;
 pub mod shutdown;
+pub mod supervised;
 pub mod telemetry;

@@ -1,14 +1,12 @@
 //! `KeyPurger`: a supervised actor that deletes expired idempotency keys in the
-//! background (requests never wait on it). It is a child of the root supervisor, provided
-//! through a [`ChildSpec`], so a failure is restarted like any actor's and shutdown
-//! drains it instead of aborting a task.
+//! background (requests never wait on it). It is a child of the root supervisor (through
+//! a [`crate::supervised::Spec`]), so a failure is restarted like any actor's and
+//! shutdown drains it instead of aborting a task.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
-use todo_actors::supervisor::{ChildSpec, SpawnFuture};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::db;
 
@@ -19,6 +17,7 @@ pub const KEY_PURGER: &str = "key-purger";
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// The purging actor.
+#[derive(Default)]
 pub struct KeyPurger;
 
 /// Its messages.
@@ -72,44 +71,5 @@ impl Actor for KeyPurger {
             },
         }
         Ok(())
-    }
-}
-
-/// How the root supervisor starts a [`KeyPurger`].
-pub struct KeyPurgerSpec {
-    pool: Pool,
-    running: Mutex<Option<ActorCell>>,
-}
-
-impl KeyPurgerSpec {
-    /// A purger over `pool`.
-    pub fn new(pool: Pool) -> Self {
-        Self {
-            pool,
-            running: Mutex::new(None),
-        }
-    }
-}
-
-impl ChildSpec for KeyPurgerSpec {
-    fn name(&self) -> &str {
-        KEY_PURGER
-    }
-
-    fn spawn(&self, supervisor: ActorCell) -> SpawnFuture<'_> {
-        Box::pin(async move {
-            let (actor, _) =
-                Actor::spawn_linked(None, KeyPurger, self.pool.clone(), supervisor).await?;
-            let cell = actor.get_cell();
-            *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell.clone());
-            Ok(cell)
-        })
-    }
-
-    fn clear(&self, id: ActorId) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if running.as_ref().is_some_and(|c| c.get_id() == id) {
-            *running = None;
-        }
     }
 }

@@ -5,7 +5,7 @@
 //! sink, and the supervisor's health flags. Built once in `app.rs` and shared by `Arc`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -92,6 +92,54 @@ impl Health {
     }
 }
 
+/// Whether this replica's caches can be trusted to show other replicas' changes.
+///
+/// Several replicas share one database, so each replica's cache is a copy that another
+/// replica's write can make stale; a channel of committed changes (the service crate's
+/// change listener) tells the shards what to drop. While that channel cannot be proven
+/// whole (not connected yet, disconnected, just reconnected), the shards serve nothing
+/// from their caches and cache nothing; each break or repair moves the epoch on, and a
+/// shard that sees a new epoch drops its whole cache.
+#[derive(Debug)]
+pub struct Coherence {
+    whole: AtomicBool,
+    epoch: AtomicU64,
+}
+
+impl Coherence {
+    /// True while the caches may be used.
+    pub fn is_whole(&self) -> bool {
+        self.whole.load(Ordering::SeqCst)
+    }
+
+    /// Changes with every break and every repair.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The channel broke (or is not up yet): stop using the caches.
+    pub fn broken(&self) {
+        self.whole.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The channel is whole again: caches start over from empty.
+    pub fn restored(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.whole.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Default for Coherence {
+    /// Whole: a single replica needs no channel (the writer tells its own shards).
+    fn default() -> Self {
+        Self {
+            whole: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Slots of every supervised actor plus what they share.
 pub struct ActorHandles {
     /// The writer.
@@ -106,6 +154,10 @@ pub struct ActorHandles {
     pub sink: Arc<dyn MetricsSink>,
     /// Supervisor health.
     pub health: Health,
+    /// Whether the caches may be used (see [`Coherence`]).
+    pub coherence: Coherence,
+    /// Woken after every committed batch (the outbox relay waits on it).
+    pub committed: tokio::sync::Notify,
     table: Mutex<BTreeMap<String, ActorInfo>>,
     /// The running incarnations of children the service crate provides (see
     /// [`crate::supervisor::ChildSpec`]), by name, for the chaos hooks.
@@ -124,6 +176,8 @@ impl ActorHandles {
             limbo: (0..query_shards.max(1)).map(|_| Limbo::default()).collect(),
             sink,
             health: Health::default(),
+            coherence: Coherence::default(),
+            committed: tokio::sync::Notify::new(),
             table: Mutex::new(BTreeMap::new()),
             others: Mutex::new(BTreeMap::new()),
         }

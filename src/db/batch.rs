@@ -23,8 +23,13 @@ use super::error::{at_commit, before_commit, describe, is_data_error};
 use super::keys::{self, HASH_SCHEME, StoredTodo};
 use super::reads::{COLUMNS, todo_from_row};
 
+/// Every change writes its event in the same statement (see `migrations/V4`).
+const OUTBOX: &str = "INSERT INTO outbox (owner, kind, todo_id, replica, payload)";
+
 /// The writer's prepared statements.
 pub struct WriterStatements {
+    /// The replica these statements write events for.
+    replica: Uuid,
     insert: Statement,
     purge_keys: Statement,
     insert_keys: Statement,
@@ -39,41 +44,56 @@ impl WriterStatements {
     ///
     /// # Errors
     /// The preparing statement's error.
-    pub async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+    pub async fn prepare(client: &Client, replica: Uuid) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
+            replica,
             insert: client
-                .prepare(
-                    r#"INSERT INTO todos (id, owner, title, completed, "order", version, created_at, updated_at)
-                       SELECT id, owner, title, completed, ord, 1, ts, ts
-                       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::timestamptz[])
-                            AS u(id, owner, title, completed, ord, ts)"#,
-                )
+                .prepare(&format!(
+                    r#"WITH ins AS (
+                         INSERT INTO todos (id, owner, title, completed, "order", version, created_at, updated_at)
+                         SELECT id, owner, title, completed, ord, 1, ts, ts
+                         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::timestamptz[])
+                              AS u(id, owner, title, completed, ord, ts)
+                         RETURNING {COLUMNS})
+                       {OUTBOX} SELECT owner, 'created', id, $7::uuid, to_jsonb(ins)::text FROM ins"#
+                ))
                 .await?,
             purge_keys: client.prepare(keys::PURGE_NAMED).await?,
             insert_keys: client.prepare(keys::INSERT_REPLIES).await?,
             update: client
                 .prepare(&format!(
-                    r#"UPDATE todos SET
-                         title = COALESCE($3::text, title),
-                         completed = COALESCE($4::bool, completed),
-                         "order" = CASE WHEN $5::bool THEN $6::int4 ELSE "order" END,
-                         version = version + 1,
-                         updated_at = $7::timestamptz
-                       WHERE owner = $1 AND id = $2 AND ($8::int8[] IS NULL OR version = ANY($8))
-                       RETURNING {COLUMNS}"#
+                    r#"WITH u AS (
+                         UPDATE todos SET
+                           title = COALESCE($3::text, title),
+                           completed = COALESCE($4::bool, completed),
+                           "order" = CASE WHEN $5::bool THEN $6::int4 ELSE "order" END,
+                           version = version + 1,
+                           updated_at = $7::timestamptz
+                         WHERE owner = $1 AND id = $2 AND ($8::int8[] IS NULL OR version = ANY($8))
+                         RETURNING {COLUMNS}),
+                       o AS ({OUTBOX} SELECT owner, 'updated', id, $9::uuid, to_jsonb(u)::text FROM u)
+                       SELECT {COLUMNS} FROM u"#
                 ))
                 .await?,
             delete: client
-                .prepare(
-                    "DELETE FROM todos WHERE owner = $1 AND id = $2
-                       AND ($3::int8[] IS NULL OR version = ANY($3)) RETURNING id",
-                )
+                .prepare(&format!(
+                    "WITH d AS (
+                       DELETE FROM todos WHERE owner = $1 AND id = $2
+                         AND ($3::int8[] IS NULL OR version = ANY($3)) RETURNING id, owner),
+                     o AS ({OUTBOX} SELECT owner, 'deleted', id, $4::uuid,
+                             json_build_object('id', id)::text FROM d)
+                     SELECT id FROM d"
+                ))
                 .await?,
             clear: client
-                .prepare(
-                    "DELETE FROM todos WHERE owner = $1 AND ($2::bool IS NULL OR completed = $2)
-                     RETURNING id",
-                )
+                .prepare(&format!(
+                    "WITH d AS (
+                       DELETE FROM todos WHERE owner = $1 AND ($2::bool IS NULL OR completed = $2)
+                       RETURNING id, owner),
+                     o AS ({OUTBOX} SELECT owner, 'deleted', id, $3::uuid,
+                             json_build_object('id', id)::text FROM d)
+                     SELECT id FROM d"
+                ))
                 .await?,
             version: client
                 .prepare("SELECT version FROM todos WHERE owner = $1 AND id = $2")
@@ -150,7 +170,15 @@ impl PgWriter {
                 let times: Vec<DateTime<Utc>> = todos.iter().map(|t| t.created_at).collect();
                 tx.execute(
                     &stmts.insert,
-                    &[&ids, &owners, &titles, &completed, &orders, &times],
+                    &[
+                        &ids,
+                        &owners,
+                        &titles,
+                        &completed,
+                        &orders,
+                        &times,
+                        &stmts.replica,
+                    ],
                 )
                 .await
                 .map(|_| Raw::Inserted)
@@ -192,6 +220,7 @@ impl PgWriter {
                         &order,
                         at,
                         expected_versions,
+                        &stmts.replica,
                     ],
                 )
                 .await
@@ -204,12 +233,17 @@ impl PgWriter {
             }) => tx
                 .query(
                     &stmts.delete,
-                    &[&owner.as_ref(), &id.into_inner(), expected_versions],
+                    &[
+                        &owner.as_ref(),
+                        &id.into_inner(),
+                        expected_versions,
+                        &stmts.replica,
+                    ],
                 )
                 .await
                 .map(Raw::Rows),
             Step::One(WriteCommand::Clear { owner, completed }) => tx
-                .query(&stmts.clear, &[&owner.as_ref(), completed])
+                .query(&stmts.clear, &[&owner.as_ref(), completed, &stmts.replica])
                 .await
                 .map(Raw::Rows),
             Step::One(WriteCommand::Create { .. }) => Ok(Raw::Inserted),

@@ -21,6 +21,9 @@ pub enum DbError {
     /// A row did not decode.
     #[error("cannot decode a row: {0}")]
     Decode(String),
+    /// Publishing events elsewhere (NATS) failed.
+    #[error("publishing events failed: {0}")]
+    Publish(String),
 }
 
 /// True for failures that roll the transaction back and are worth retrying: lost or

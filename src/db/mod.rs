@@ -6,6 +6,7 @@
 //! - [`batch`]: the writer's batch plan and connection;
 //! - [`reads`]: a query shard's connection and row decoding;
 //! - [`keys`]: idempotency keys (stored replies, lookups, the purge);
+//! - [`outbox`]: the transactional outbox (sequencing, reading, publishing, purging);
 //! - [`error`]: SQLSTATE to what the actors need to know.
 //!
 //! Every serving connection (pool, writer, shards) fails safe: `statement_timeout`,
@@ -15,6 +16,7 @@
 pub mod batch;
 mod error;
 pub mod keys;
+pub mod outbox;
 pub mod reads;
 pub mod store;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use todo_actors::store::{SessionId, StoreError, TodoStore};
 use tokio_postgres::Client;
+use uuid::Uuid;
 
 use super::batch::{PgWriter, WriterStatements};
 use super::error::describe;
@@ -19,13 +20,19 @@ const FATE_POLL: Duration = Duration::from_millis(20);
 pub struct PgStore {
     config: tokio_postgres::Config,
     tls: super::Tls,
+    replica: Uuid,
 }
 
 impl PgStore {
-    /// A store for the database `config` points at, over `tls` when it asks for TLS.
-    /// `config` should be the serving configuration (timeouts and keepalives set).
-    pub fn new(config: tokio_postgres::Config, tls: super::Tls) -> Self {
-        Self { config, tls }
+    /// A store for the database `config` points at, over `tls` when it asks for TLS,
+    /// whose writes are marked as `replica`'s in the outbox. `config` should be the
+    /// serving configuration (timeouts and keepalives set).
+    pub fn new(config: tokio_postgres::Config, tls: super::Tls, replica: Uuid) -> Self {
+        Self {
+            config,
+            tls,
+            replica,
+        }
     }
 }
 
@@ -53,7 +60,7 @@ impl TodoStore for PgStore {
             .await
             .and_then(|r| r.try_get(0))
             .map_err(unavailable)?;
-        let stmts = WriterStatements::prepare(&client)
+        let stmts = WriterStatements::prepare(&client, self.replica)
             .await
             .map_err(unavailable)?;
         Ok(PgWriter::new(

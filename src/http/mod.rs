@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod events;
 pub mod openapi;
 pub mod server;
 pub mod todos;
@@ -170,7 +171,9 @@ fn request_id() -> impl Filter<Extract = (RequestId,), Error = Infallible> + Clo
 
 /// The REST API routes on `HTTP_ADDR` (wrap them in [`Edge`] to serve them).
 pub fn api(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let routes = todos::routes(Arc::clone(&ctx))
+    let routes = events::route(Arc::clone(&ctx))
+        .or(todos::routes(Arc::clone(&ctx)))
+        .unify()
         .or(health(Arc::clone(&ctx)))
         .unify()
         .or(openapi::route())
@@ -239,6 +242,7 @@ fn health(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 pub fn route_template(path: &str) -> &'static str {
     match path.trim_end_matches('/') {
         "/api/todos" => "/api/todos",
+        "/api/todos/events" => "/api/todos/events",
         p if p.starts_with("/api/todos/") && !p["/api/todos/".len()..].contains('/') => {
             "/api/todos/:id"
         }

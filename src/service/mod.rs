@@ -38,6 +38,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use error::{FieldError, Problem, ServiceError};
 use idempotency::{Key, KeysInFlight};
 
+use crate::db::outbox::Event;
+use crate::feed::{FeedHub, Subscription};
+
+/// Events a resumed feed may replay; a client further behind must list again.
+const FEED_BACKLOG_LIMIT: i64 = 10_000;
+
+/// A live stream of the caller's changes.
+pub struct ChangeStream {
+    /// Events the client missed since its `Last-Event-ID`, in order.
+    pub backlog: Vec<Event>,
+    /// True when events it missed are gone (purged, or too many): it must list again.
+    pub gap: bool,
+    /// What comes next; events at or below `resume_after` are repeats of the backlog.
+    pub live: Subscription,
+    /// The last event id the client has (or will have, after the backlog).
+    pub resume_after: i64,
+}
+
 /// Who is asking, and for which request.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -117,19 +135,28 @@ pub struct TodoService {
     settings: ServiceSettings,
     admission: Arc<Semaphore>,
     keys_in_flight: KeysInFlight,
-    /// Reads idempotency keys straight from PostgreSQL while the owner's shard restarts.
+    /// Reads idempotency keys straight from PostgreSQL while the owner's shard restarts,
+    /// and a resumed feed's backlog.
     pool: Pool,
+    /// The live change feed of this replica.
+    feed: Arc<FeedHub>,
 }
 
 impl TodoService {
     /// The service over the actors in `handles`.
-    pub fn new(handles: Arc<ActorHandles>, settings: ServiceSettings, pool: Pool) -> Self {
+    pub fn new(
+        handles: Arc<ActorHandles>,
+        settings: ServiceSettings,
+        pool: Pool,
+        feed: Arc<FeedHub>,
+    ) -> Self {
         Self {
             handles,
             admission: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             settings,
             keys_in_flight: KeysInFlight::default(),
             pool,
+            feed,
         }
     }
 
@@ -304,6 +331,54 @@ impl TodoService {
         todos.truncate(limit as usize);
         let next = todos.last().filter(|_| more).map(paging::encode_cursor);
         Ok(Page { todos, limit, next })
+    }
+
+    /// Opens a live stream of the caller's changes, resuming after `last_event_id` (the
+    /// events missed since are replayed first). Streams hold no admission slot: they are
+    /// bounded by `FEED_MAX_STREAMS` instead.
+    ///
+    /// # Errors
+    /// 503 when the replica has as many streams open as it may, or the backlog cannot
+    /// be read.
+    pub async fn subscribe(
+        &self,
+        call: &Call,
+        last_event_id: Option<i64>,
+    ) -> Result<ChangeStream, ServiceError> {
+        // Subscribe first, then read the backlog: nothing committed in between is missed
+        // (what is in both is skipped by `resume_after`).
+        let live = self.feed.subscribe(&call.owner).ok_or_else(|| {
+            ServiceError::Unavailable("too many change feeds open on this replica".into())
+        })?;
+        let Some(after) = last_event_id else {
+            return Ok(ChangeStream {
+                backlog: Vec::new(),
+                gap: false,
+                live,
+                resume_after: 0,
+            });
+        };
+        let read = crate::db::outbox::owner_events_after(
+            &self.pool,
+            &call.owner,
+            after,
+            FEED_BACKLOG_LIMIT,
+        );
+        let (backlog, state) = tokio::time::timeout(self.settings.db_timeout, read)
+            .await
+            .map_err(|_| ServiceError::Unavailable("the database did not answer in time".into()))?
+            .map_err(|e| {
+                tracing::warn!(error.message = %e, error.cause_chain = ?e, "reading a feed backlog failed");
+                ServiceError::Unavailable("the database is unreachable".into())
+            })?;
+        let gap = after < state.purged_seq || backlog.len() as i64 == FEED_BACKLOG_LIMIT;
+        let resume_after = backlog.last().map_or(after, |e| e.seq);
+        Ok(ChangeStream {
+            backlog,
+            gap,
+            live,
+            resume_after,
+        })
     }
 
     /// Writes `command`, honouring an idempotency key: a stored first result is

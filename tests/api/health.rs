@@ -30,8 +30,10 @@ async fn health_livez_readyz_and_actors_answer() {
     assert_eq!(
         names,
         [
+            "change-listener",
             "key-purger",
             "metrics",
+            "outbox-relay",
             "shard-0",
             "shard-1",
             "shard-2",

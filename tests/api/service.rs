@@ -32,7 +32,7 @@ async fn idempotent_writes_are_served_while_the_owners_shard_is_down() {
     let tls = tls(&mut config, None).expect("tls");
     migrate(&config, &tls).await.expect("migrate");
     let handles = Arc::new(ActorHandles::new(1, Arc::new(NoopSink)));
-    let store = PgStore::new(config.clone(), tls.clone());
+    let store = PgStore::new(config.clone(), tls.clone(), uuid::Uuid::now_v7());
     let (writer, _done) = Actor::spawn(
         None,
         Writer::<PgStore>::default(),
@@ -58,6 +58,7 @@ async fn idempotent_writes_are_served_while_the_owners_shard_is_down() {
             db_timeout: Duration::from_secs(2),
         },
         pool,
+        todo_service::feed::FeedHub::new(10, 10),
     );
     let call = Call {
         owner: Owner::public(),

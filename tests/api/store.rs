@@ -30,7 +30,7 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
     let mut config: tokio_postgres::Config = url.parse().expect("url");
     let tls = tls(&mut config, None).expect("tls");
     migrate(&config, &tls).await.expect("migrate");
-    let mut conn = PgStore::new(config, tls)
+    let mut conn = PgStore::new(config, tls, uuid::Uuid::now_v7())
         .connect_writer()
         .await
         .expect("connect");
@@ -91,7 +91,7 @@ async fn migrations_are_idempotent_and_serialised() {
     let tls = tls(&mut config, None).expect("tls");
     let (a, b) = tokio::join!(migrate(&config, &tls), migrate(&config, &tls));
     let applied = a.expect("first").len() + b.expect("second").len();
-    assert_eq!(applied, 3, "each migration applied exactly once");
+    assert_eq!(applied, 4, "each migration applied exactly once");
     assert!(migrate(&config, &tls).await.expect("again").is_empty());
 }
 
@@ -120,7 +120,7 @@ async fn settling_a_session_ends_it_and_rolls_back_what_it_left_uncommitted() {
     config.application_name("todo-service");
     let tls = tls(&mut config, None).expect("tls");
     migrate(&config, &tls).await.expect("migrate");
-    let store = PgStore::new(config.clone(), tls);
+    let store = PgStore::new(config.clone(), tls, uuid::Uuid::now_v7());
     let todo = new_todo("before");
     let mut writer = store.connect_writer().await.expect("connect");
     writer

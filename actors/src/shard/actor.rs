@@ -58,6 +58,31 @@ struct InFlightList {
     waiters: Vec<ListReply>,
 }
 
+/// A point read waiting for the database.
+struct Miss {
+    owner: Owner,
+    id: TodoId,
+    reply: GetReply,
+    /// The cached copy, when the cache is not to be trusted but had one: served, marked
+    /// stale, if the database cannot be read.
+    fallback: Option<Todo>,
+}
+
+impl Miss {
+    /// Answers that the database cannot be read: the fallback copy, or unavailable.
+    fn unreachable(self) {
+        let answer = match self.fallback {
+            Some(todo) => Ok(ReadOutcome {
+                todo,
+                source: ReadSource::Cache,
+                stale: true,
+            }),
+            None => Err(db_unreachable()),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
 /// A request that needs the database while no connection is ready.
 enum Parked {
     List(ListQuery, ListReply),
@@ -82,8 +107,10 @@ pub struct ShardState<R> {
     cache: LruCache<TodoId, Todo>,
     /// Ids deleted recently: a late "created" or "updated" of one must not bring it back.
     deleted: LruCache<TodoId, ()>,
-    misses: Vec<(Owner, TodoId, GetReply)>,
+    misses: Vec<Miss>,
     flush_scheduled: bool,
+    /// The coherence epoch the cache belongs to (see `handles::Coherence`).
+    epoch: u64,
     /// Bumped on every applied change; a miss query started before a change must not
     /// put what it read over that change.
     seq: u64,
@@ -138,6 +165,7 @@ impl<S: TodoStore> Actor for Shard<S> {
             deleted: LruCache::new(capacity),
             misses: Vec::new(),
             flush_scheduled: false,
+            epoch: args.handles.coherence.epoch(),
             seq: 0,
             changed_at: HashMap::new(),
             owners_changed_at: HashMap::new(),
@@ -179,6 +207,7 @@ impl<S: TodoStore> Actor for Shard<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
+        sync_coherence(state);
         match message {
             ShardMessage::Get { owner, id, reply } => {
                 took_message(&state.depth);
@@ -225,7 +254,7 @@ impl<S: TodoStore> Actor for Shard<S> {
                 state.flush_scheduled = false;
                 self.flush_misses(&myself, state);
             }
-            ShardMessage::Filled { seq, todos } => fill(state, seq, todos),
+            ShardMessage::Filled { seq, epoch, todos } => fill(state, seq, epoch, todos),
             ShardMessage::Listed { token, result } => {
                 state.joinable.retain(|_, t| *t != token);
                 if let Some(list) = state.lists.remove(&token) {
@@ -318,8 +347,8 @@ impl<S: TodoStore> Shard<S> {
                 }
             }
             None => {
-                for (_, _, reply) in state.misses.drain(..) {
-                    let _ = reply.send(Err(db_unreachable()));
+                for miss in state.misses.drain(..) {
+                    miss.unreachable();
                 }
                 for p in parked {
                     match p {
@@ -346,11 +375,11 @@ impl<S: TodoStore> Shard<S> {
         };
         let misses = std::mem::take(&mut state.misses);
         let mut keys: Vec<(Owner, TodoId)> =
-            misses.iter().map(|(o, i, _)| (o.clone(), *i)).collect();
+            misses.iter().map(|m| (m.owner.clone(), m.id)).collect();
         keys.sort();
         keys.dedup();
         state.loads_in_flight += 1;
-        let (seq, generation) = (state.seq, state.generation);
+        let (seq, generation, epoch) = (state.seq, state.generation, state.epoch);
         let sink = Arc::clone(&state.handles.sink);
         let timeout = state.db_timeout;
         let myself = myself.clone();
@@ -367,7 +396,10 @@ impl<S: TodoStore> Shard<S> {
                 Ok(todos) => {
                     sink.query_reads(ReadSource::Db, misses.len() as u64);
                     let found: HashMap<TodoId, &Todo> = todos.iter().map(|t| (t.id, t)).collect();
-                    for (owner, id, reply) in misses {
+                    for Miss {
+                        owner, id, reply, ..
+                    } in misses
+                    {
                         let answer = match found.get(&id).filter(|t| t.owner == owner) {
                             Some(t) => Ok(ReadOutcome {
                                 todo: (*t).clone(),
@@ -383,13 +415,13 @@ impl<S: TodoStore> Shard<S> {
                 Err(e) => {
                     sink.db_error("query");
                     tracing::warn!(error.message = %e, "point read failed");
-                    for (_, _, reply) in misses {
-                        let _ = reply.send(Err(db_unreachable()));
+                    for miss in misses {
+                        miss.unreachable();
                     }
                     Vec::new()
                 }
             };
-            let _ = myself.cast(ShardMessage::Filled { seq, todos });
+            let _ = myself.cast(ShardMessage::Filled { seq, epoch, todos });
         });
     }
 
@@ -422,12 +454,19 @@ fn get<R: ReadConn>(
     id: TodoId,
     reply: GetReply,
 ) {
-    // A todo in limbo is never served from the cache (nor cached: see `fill`).
-    let hit = match state.cache.get(&id) {
+    // A todo in limbo is never served from the cache (nor cached: see `fill`). While the
+    // caches cannot be trusted (other replicas' changes may be missing), a cached copy is
+    // only a fallback, marked stale, for when the database cannot be read.
+    let cached = match state.cache.get(&id) {
         Some(t) if t.owner == owner && !state.handles.limbo[state.index].holds(&owner, id) => {
             Some(t.clone())
         }
         _ => None,
+    };
+    let (hit, fallback) = if state.handles.coherence.is_whole() {
+        (cached, None)
+    } else {
+        (None, cached)
     };
     if let Some(todo) = hit {
         // Never wait for a reconnect on a hit.
@@ -440,7 +479,12 @@ fn get<R: ReadConn>(
         }));
         return;
     }
-    state.misses.push((owner, id, reply));
+    state.misses.push(Miss {
+        owner,
+        id,
+        reply,
+        fallback,
+    });
     if !state.flush_scheduled {
         state.flush_scheduled = true;
         if myself.cast(ShardMessage::Flush).is_err() {
@@ -530,8 +574,12 @@ fn apply<R>(state: &mut ShardState<R>, effects: Vec<WriteEffect>) {
                     state.changed_at.insert(todo.id, seq);
                 }
                 let id = todo.id;
-                if state.deleted.contains(&id) || state.limbo().holds(&owner, id) {
-                    // Deleted already (a late report), or its state is unknown.
+                if state.deleted.contains(&id)
+                    || state.limbo().holds(&owner, id)
+                    || !state.handles.coherence.is_whole()
+                {
+                    // Deleted already (a late report), its state is unknown, or the cache
+                    // is not in use.
                     state.cache.pop(&id);
                 } else {
                     put_if_newer(&mut state.cache, todo);
@@ -589,11 +637,12 @@ fn forget<R>(state: &mut ShardState<R>, keys: Keys) {
     }
 }
 
-/// Caches what a miss query read, unless a change overtook it, it was deleted since, or
-/// it is in limbo.
-fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
+/// Caches what a miss query read, unless a change overtook it, it was deleted since, it
+/// is in limbo, or the caches were not to be trusted at any time since the query started.
+fn fill<R>(state: &mut ShardState<R>, seq: u64, epoch: u64, todos: Vec<Todo>) {
     state.loads_in_flight = state.loads_in_flight.saturating_sub(1);
-    for todo in todos {
+    let coherent = state.handles.coherence.is_whole() && epoch == state.epoch;
+    for todo in todos.into_iter().filter(|_| coherent) {
         let overtaken = state.changed_at.get(&todo.id).is_some_and(|&s| s > seq)
             || state
                 .owners_changed_at
@@ -608,6 +657,20 @@ fn fill<R>(state: &mut ShardState<R>, seq: u64, todos: Vec<Todo>) {
     if state.loads_in_flight == 0 {
         state.changed_at.clear();
         state.owners_changed_at.clear();
+    }
+}
+
+/// A new coherence epoch: queries that started before are not cached, and once the
+/// change channel is whole again the cache starts over empty. (While it is broken, the
+/// old copies stay, but only as the stale fallback of reads the database cannot serve.)
+fn sync_coherence<R>(state: &mut ShardState<R>) {
+    let epoch = state.handles.coherence.epoch();
+    if epoch != state.epoch {
+        if state.handles.coherence.is_whole() {
+            state.cache.clear();
+        }
+        state.joinable.clear();
+        state.epoch = epoch;
     }
 }
 

@@ -70,6 +70,8 @@ pub enum ShardMessage {
     Filled {
         /// The shard's change counter when the query was sent.
         seq: u64,
+        /// The coherence epoch when the query was sent.
+        epoch: u64,
         /// What the database returned.
         todos: Vec<Todo>,
     },

@@ -451,7 +451,8 @@ async fn run_batch<S: TodoStore>(
     let _entered = span.enter();
     let failure = match attempt {
         Ok(Ok(results)) => {
-            notify_shards(&handles, &results);
+            notify_shards(&handles, &commands, &results);
+            handles.committed.notify_one();
             tracing::debug!(
                 latency_ms = started.elapsed().as_secs_f64() * 1e3,
                 "write batch committed"
@@ -597,15 +598,29 @@ fn timed_out() -> DomainError {
     DomainError::Unavailable("the database did not answer in time".into())
 }
 
-/// Tells each owning shard about the committed changes (before the callers hear).
-fn notify_shards(handles: &ActorHandles, results: &[WriteReply]) {
+/// Tells each owning shard about the committed changes (before the callers hear). A
+/// change refused for a version mismatch also drops the shard's copy: it may be the
+/// stale one (another replica changed the todo), and a client re-reading to retry must
+/// get the current version, not loop on 412.
+fn notify_shards(handles: &ActorHandles, commands: &[WriteCommand], results: &[WriteReply]) {
     let mut per_shard: Vec<Vec<WriteEffect>> = vec![Vec::new(); handles.shards.len()];
-    for effect in results.iter().filter_map(|r| r.as_ref().ok()) {
-        per_shard[handles.shard_index(effect.owner())].push(effect.clone());
+    let mut stale: Vec<Keys> = vec![Vec::new(); handles.shards.len()];
+    for (command, result) in commands.iter().zip(results) {
+        match result {
+            Ok(effect) => per_shard[handles.shard_index(effect.owner())].push(effect.clone()),
+            Err(DomainError::PreconditionFailed { .. }) => {
+                let key = command.key();
+                stale[handles.shard_index(&key.0)].push(key);
+            }
+            Err(_) => {}
+        }
     }
-    for (slot, effects) in handles.shards.iter().zip(per_shard) {
+    for ((slot, effects), stale) in handles.shards.iter().zip(per_shard).zip(stale) {
+        // A shard that is restarting starts with an empty cache: nothing to tell it.
+        if !stale.is_empty() {
+            slot.cast(ShardMessage::Forget(stale));
+        }
         if !effects.is_empty() {
-            // A shard that is restarting starts with an empty cache: nothing to tell it.
             slot.cast(ShardMessage::Apply(effects));
         }
     }
