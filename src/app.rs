@@ -104,6 +104,7 @@ impl App {
         let feed = FeedHub::new(
             settings.events.feed_max_streams as usize,
             settings.events.feed_buffer as usize,
+            Duration::from_secs(settings.events.feed_stall_s),
         );
         let others: Vec<Arc<dyn ChildSpec>> = vec![
             Arc::new(Spec::<ChangeListener>::new(
@@ -239,6 +240,7 @@ impl App {
             Limits {
                 max_connections: settings.http.max_connections as usize,
                 header_read_timeout: settings.http.header_read_timeout(),
+                send_buffer: settings.http.send_buffer_bytes as usize,
             },
             metrics.http_connections.with_label_values(&["api"]),
         );
@@ -249,6 +251,7 @@ impl App {
             Limits {
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 header_read_timeout: settings.http.header_read_timeout(),
+                send_buffer: settings.http.send_buffer_bytes as usize,
             },
             metrics.http_connections.with_label_values(&["admin"]),
         );

@@ -148,6 +148,7 @@ impl Actor for ChangeListener {
             }
             ListenMessage::Connect => {}
             ListenMessage::Read => {
+                state.args.feed.cut_stalled();
                 if state.client.is_some() {
                     let read = tokio::time::timeout(state.args.timeout, read_new(state)).await;
                     let failure = match read {

@@ -115,10 +115,16 @@ pub struct EventSettings {
     #[arg(long, env = "FEED_MAX_STREAMS", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub feed_max_streams: u32,
-    /// Events a stream may have waiting; a consumer further behind is cut off.
+    /// Events a stream queues; a stream further behind stops getting events and catches
+    /// up from the outbox.
     #[arg(long, env = "FEED_BUFFER", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub feed_buffer: u32,
+    /// Seconds a stream may stay behind before its connection is closed (its consumer
+    /// cannot keep up; it may resume with Last-Event-ID).
+    #[arg(long, env = "FEED_STALL_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub feed_stall_s: u64,
 }
 
 /// HTTP and admin ports.
@@ -160,6 +166,11 @@ pub struct HttpSettings {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Kernel send buffer per connection, in bytes: what a client that stops reading can
+    /// pin in memory (Linux would let it grow to 4 MB).
+    #[arg(long, env = "HTTP_SEND_BUFFER_BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u32).range(4096..=16_777_216))]
+    pub send_buffer_bytes: u32,
     /// Enables the chaos hooks on the admin port (needs ADMIN_TOKEN).
     #[arg(long, env = "CHAOS_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub chaos_enabled: bool,
@@ -180,6 +191,7 @@ impl fmt::Debug for HttpSettings {
             .field("body_timeout_s", &self.body_timeout_s)
             .field("header_read_timeout_s", &self.header_read_timeout_s)
             .field("max_connections", &self.max_connections)
+            .field("send_buffer_bytes", &self.send_buffer_bytes)
             .field("chaos_enabled", &self.chaos_enabled)
             .field(
                 "admin_token",

@@ -189,7 +189,7 @@ pub async fn sequence(pool: &Pool, limit: i64, published: bool) -> Result<Sequen
         .try_get(0)?;
     if count > 0 {
         tx.execute(
-            "UPDATE outbox o SET seq = $2 - $3 + n.ord
+            "UPDATE outbox o SET seq = $2::int8 - $3::int8 + n.ord
              FROM unnest($1::int8[]) WITH ORDINALITY AS n(id, ord)
              WHERE o.id = n.id",
             &[&ids, &last_seq, &count],

@@ -7,7 +7,6 @@
 //! idle stream.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
@@ -17,11 +16,12 @@ use warp::sse::Event as Sse;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
+use super::server::ConnectionCloser;
 use super::{Ctx, RequestId, request_id, with_ctx};
 use crate::db::outbox::{Event, EventKind};
 use crate::feed::FeedItem;
 use crate::service::wire::{TodoDto, base_url};
-use crate::service::{ChangeStream, Problem, ServiceError};
+use crate::service::{ChangeStream, ServiceError};
 
 /// How often an idle stream gets a comment.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -33,6 +33,7 @@ pub fn route(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> 
         .and(warp::get())
         .and(with_ctx(ctx))
         .and(request_id())
+        .and(warp::ext::optional::<ConnectionCloser>())
         .and(warp::header::headers_cloned())
         .then(change_feed);
     let other = path().map(|| ApiError::MethodNotAllowed("GET, OPTIONS").into_response());
@@ -40,7 +41,12 @@ pub fn route(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> 
 }
 
 /// `GET /api/todos/events`
-async fn change_feed(ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
+async fn change_feed(
+    ctx: Ctx,
+    id: RequestId,
+    closer: Option<ConnectionCloser>,
+    headers: HeaderMap,
+) -> Response {
     let opened = async {
         let call = ctx.call(&headers, &id)?;
         let last = match headers.get("last-event-id") {
@@ -55,66 +61,52 @@ async fn change_feed(ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
                     })?,
             ),
         };
-        Ok::<_, ApiError>(ctx.service.subscribe(&call, last).await?)
+        let closer = closer.map(|c| c.0);
+        Ok::<_, ApiError>(ctx.service.subscribe(&call, last, closer).await)
     }
     .await;
-    match opened {
-        Ok(changes) => {
+    let events = match opened {
+        Err(e) => return e.into_response(),
+        Ok(Err(ServiceError::Gone)) => stream::iter(vec![Ok(gap_event())]).left_stream(),
+        Ok(Err(e)) => return ApiError::from(e).into_response(),
+        Ok(Ok(changes)) => {
             let base = base_url(ctx.public_url.as_deref(), |name| {
                 headers.get(name).and_then(|v| v.to_str().ok())
             });
-            let events = sse_events(changes, base);
-            warp::sse::reply(warp::sse::keep_alive().interval(HEARTBEAT).stream(events))
-                .into_response()
+            sse_events(changes, base).right_stream()
         }
-        Err(e) => e.into_response(),
-    }
+    };
+    warp::sse::reply(warp::sse::keep_alive().interval(HEARTBEAT).stream(events)).into_response()
 }
 
-/// The stream of SSE events: the backlog, then live changes, ending with an `error`
-/// event when changes were lost, or when the consumer was cut off for being too slow.
+/// The stream of SSE events, ending with an `error` event when changes were lost. A
+/// task drives the change stream and hands events over a small queue (warp wants a
+/// `Sync` stream); it ends as soon as the client is gone.
 fn sse_events(
-    changes: ChangeStream,
+    mut changes: ChangeStream,
     base: String,
-) -> impl Stream<Item = Result<Sse, Infallible>> + Send + 'static {
-    let base = Arc::new(base);
-    let ChangeStream {
-        backlog,
-        gap,
-        live,
-        resume_after,
-    } = changes;
-    if gap {
-        return stream::iter(vec![Ok(gap_event())]).left_stream();
-    }
-    let first = {
-        let base = Arc::clone(&base);
-        stream::iter(backlog.into_iter().map(move |e| Ok(sse(&e, &base))))
-    };
-    let live = stream::unfold(
-        (live, resume_after, false),
-        move |(mut sub, after, done)| {
-            let base = Arc::clone(&base);
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    match sub.rx.recv().await {
-                        Some(FeedItem::Event(e)) if e.seq <= after => continue,
-                        Some(FeedItem::Event(e)) => {
-                            let seq = e.seq;
-                            return Some((Ok(sse(&e, &base)), (sub, seq, false)));
-                        }
-                        Some(FeedItem::Gap) => return Some((Ok(gap_event()), (sub, after, true))),
-                        // Cut off for being too slow: it resumes with Last-Event-ID.
-                        None => return None,
-                    }
-                }
+) -> impl Stream<Item = Result<Sse, Infallible>> + Send + Sync + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Sse>(16);
+    tokio::spawn(async move {
+        loop {
+            let item = tokio::select! {
+                item = changes.next() => item,
+                () = tx.closed() => return,
+            };
+            let (event, last) = match item {
+                Some(FeedItem::Event(e)) => (sse(&e, &base), false),
+                Some(FeedItem::Gap) => (gap_event(), true),
+                None => return,
+            };
+            if tx.send(event).await.is_err() || last {
+                return;
             }
-        },
-    );
-    first.chain(live).right_stream()
+        }
+    });
+    stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
 }
 
 fn sse(event: &Event, base: &str) -> Sse {
@@ -133,11 +125,7 @@ fn sse(event: &Event, base: &str) -> Sse {
 /// Events were lost: the client must list again (and may open a new feed without
 /// `Last-Event-ID`).
 fn gap_event() -> Sse {
-    let problem = Problem::new(
-        410,
-        "events since the given Last-Event-ID are no longer kept: list the todos again, \
-         then open the feed without Last-Event-ID",
-    );
+    let problem = ServiceError::Gone.problem();
     Sse::default()
         .event("error")
         .data(String::from_utf8(problem.to_json()).unwrap_or_default())

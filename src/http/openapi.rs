@@ -67,6 +67,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         list_todos,
         create_todo,
         clear_todos,
+        todo_events,
         get_todo,
         update_todo,
         replace_todo,
@@ -646,6 +647,31 @@ fn replace_todo() {}
 )]
 #[allow(dead_code)]
 fn delete_todo() {}
+
+/// Live change feed of the caller's todos (Server-Sent Events).
+///
+/// Every change of the caller's todos, through any replica or over NATS, in commit order:
+/// `event: created|updated|deleted`, `id:` the event id, `data:` the todo as JSON (for
+/// `deleted`, `{"id"}`). Send the last `id:` received as `Last-Event-ID` to resume
+/// without losing an event (within `OUTBOX_RETENTION_H`); an older one gets
+/// `event: error` with a problem document (status 410) telling the client to list again,
+/// and the stream ends. A comment line every 15 s keeps idle streams open. A consumer
+/// that stays behind for `FEED_STALL_S` is disconnected.
+#[utoipa::path(
+    get,
+    path = "/api/todos/events",
+    tag = "todos",
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ),
+)]
+#[allow(dead_code)]
+fn todo_events() {}
 
 /// Liveness, as the original service had it.
 #[utoipa::path(

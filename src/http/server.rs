@@ -8,6 +8,9 @@
 //! - A connection must send a request's headers within the header read timeout (which
 //!   also bounds the idle time between requests on a kept-alive connection), or it is
 //!   closed. The body has its own timeout (`HTTP_BODY_TIMEOUT_S`, in `http::body`).
+//! - A client that does not read what it is sent pins at most the connection's send
+//!   buffer (`HTTP_SEND_BUFFER_BYTES`) in the kernel; a change feed it does not read
+//!   falls behind and is closed (`crate::feed`).
 //! - Stopping: the listener closes, connections finish their requests in flight and
 //!   close (hyper's graceful shutdown); the caller bounds the wait.
 
@@ -32,6 +35,41 @@ use warp::reply::Response;
 use crate::service::Problem;
 use crate::service::error::RETRY_AFTER_S;
 
+/// Closes the connection a request came on (put into every request's extensions): how
+/// the change feed drops a consumer that cannot keep up.
+#[derive(Debug, Clone)]
+pub struct ConnectionCloser(pub CancellationToken);
+
+/// Puts the connection's [`ConnectionCloser`] into every request.
+#[derive(Clone)]
+struct WithCloser<S> {
+    inner: S,
+    closer: CancellationToken,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WithCloser<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(ConnectionCloser(self.closer.clone()));
+        self.inner.call(request)
+    }
+}
+
 /// What a port's server is allowed.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -39,6 +77,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Longest wait for a request's headers (and idle time between requests).
     pub header_read_timeout: Duration,
+    /// The kernel's send buffer per connection: what a client that does not read its
+    /// responses (or its change feed) can pin in memory, instead of the 4 MB Linux would
+    /// grow it to.
+    pub send_buffer: usize,
 }
 
 /// A running server.
@@ -144,22 +186,28 @@ async fn accept_loop<S>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tasks.spawn(refuse(stream));
             continue;
         };
+        let closer = CancellationToken::new();
+        let service = WithCloser {
+            inner: service.clone(),
+            closer: closer.clone(),
+        };
         let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         let open = open.clone();
         open.inc();
         tasks.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error.message = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(error.message = %e, "connection ended with an error");
+                },
+                () = closer.cancelled() => tracing::debug!("connection closed by the service"),
             }
             open.dec();
             drop(permit);

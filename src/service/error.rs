@@ -44,6 +44,11 @@ pub enum ServiceError {
     /// The idempotency key was used with a different request.
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
+    /// What was asked for is no longer kept (change-feed events past their retention).
+    #[error(
+        "events since the given Last-Event-ID are no longer kept: list the todos again, then open the feed without Last-Event-ID"
+    )]
+    Gone,
     /// Overloaded, restarting or a dependency is down: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -60,6 +65,7 @@ impl ServiceError {
             Self::Unauthorized(_) => 401,
             Self::NotFound => 404,
             Self::Conflict => 409,
+            Self::Gone => 410,
             Self::PreconditionFailed(_) => 412,
             Self::KeyReused => 422,
             Self::Unavailable(_) => 503,

@@ -14,6 +14,7 @@
 //!   command is refused, and a key in flight here is a conflict ([`idempotency`]);
 //! - for lists, applies the paging rules and the cursor ([`paging`]).
 
+pub mod changes;
 pub mod conditional;
 pub mod error;
 pub mod idempotency;
@@ -38,23 +39,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use error::{FieldError, Problem, ServiceError};
 use idempotency::{Key, KeysInFlight};
 
-use crate::db::outbox::Event;
-use crate::feed::{FeedHub, Subscription};
+pub use changes::ChangeStream;
 
-/// Events a resumed feed may replay; a client further behind must list again.
-const FEED_BACKLOG_LIMIT: i64 = 10_000;
-
-/// A live stream of the caller's changes.
-pub struct ChangeStream {
-    /// Events the client missed since its `Last-Event-ID`, in order.
-    pub backlog: Vec<Event>,
-    /// True when events it missed are gone (purged, or too many): it must list again.
-    pub gap: bool,
-    /// What comes next; events at or below `resume_after` are repeats of the backlog.
-    pub live: Subscription,
-    /// The last event id the client has (or will have, after the backlog).
-    pub resume_after: i64,
-}
+use crate::feed::FeedHub;
 
 /// Who is asking, and for which request.
 #[derive(Debug, Clone)]
@@ -334,51 +321,31 @@ impl TodoService {
     }
 
     /// Opens a live stream of the caller's changes, resuming after `last_event_id` (the
-    /// events missed since are replayed first). Streams hold no admission slot: they are
-    /// bounded by `FEED_MAX_STREAMS` instead.
+    /// events missed since come first). Streams hold no admission slot: they are bounded
+    /// by `FEED_MAX_STREAMS` instead. `closer` closes the stream's connection, should its
+    /// consumer not keep up.
     ///
     /// # Errors
-    /// 503 when the replica has as many streams open as it may, or the backlog cannot
-    /// be read.
+    /// 503 when the replica has as many streams open as it may, or the outbox cannot be
+    /// read; 410 when events after `last_event_id` are no longer kept.
     pub async fn subscribe(
         &self,
         call: &Call,
         last_event_id: Option<i64>,
+        closer: Option<tokio_util::sync::CancellationToken>,
     ) -> Result<ChangeStream, ServiceError> {
-        // Subscribe first, then read the backlog: nothing committed in between is missed
-        // (what is in both is skipped by `resume_after`).
-        let live = self.feed.subscribe(&call.owner).ok_or_else(|| {
+        // Subscribe first, then read the missed events: nothing committed in between is
+        // lost (what is in both is skipped).
+        let live = self.feed.subscribe(&call.owner, closer).ok_or_else(|| {
             ServiceError::Unavailable("too many change feeds open on this replica".into())
         })?;
-        let Some(after) = last_event_id else {
-            return Ok(ChangeStream {
-                backlog: Vec::new(),
-                gap: false,
-                live,
-                resume_after: 0,
-            });
-        };
-        let read = crate::db::outbox::owner_events_after(
-            &self.pool,
-            &call.owner,
-            after,
-            FEED_BACKLOG_LIMIT,
-        );
-        let (backlog, state) = tokio::time::timeout(self.settings.db_timeout, read)
-            .await
-            .map_err(|_| ServiceError::Unavailable("the database did not answer in time".into()))?
-            .map_err(|e| {
-                tracing::warn!(error.message = %e, error.cause_chain = ?e, "reading a feed backlog failed");
-                ServiceError::Unavailable("the database is unreachable".into())
-            })?;
-        let gap = after < state.purged_seq || backlog.len() as i64 == FEED_BACKLOG_LIMIT;
-        let resume_after = backlog.last().map_or(after, |e| e.seq);
-        Ok(ChangeStream {
-            backlog,
-            gap,
+        ChangeStream::open(
             live,
-            resume_after,
-        })
+            self.pool.clone(),
+            self.settings.db_timeout,
+            last_event_id,
+        )
+        .await
     }
 
     /// Writes `command`, honouring an idempotency key: a stored first result is

@@ -146,6 +146,12 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// Creates a todo; asserts only the status (for load).
+    pub async fn create_quiet(&self, title: &str) {
+        let r = self.post_todo(&json!({ "title": title })).await;
+        assert_eq!(r.status(), 201, "create {title}");
+    }
+
     /// `method path` with one extra header and an optional JSON body.
     pub async fn send_with(
         &self,
@@ -331,5 +337,81 @@ pub async fn spawn_process(env: &[(&str, &str)]) -> ServiceProcess {
         admin: format!("http://127.0.0.1:{admin_port}"),
         db_url,
         logs,
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("data is JSON")
+    }
+}
+
+/// A reader of an open `text/event-stream` response.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    /// Comment lines seen (heartbeats).
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buf: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event within `within`; `None` when the stream ended or nothing came.
+    pub async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    ..SseEvent::default()
+                };
+                let mut any = false;
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = value.to_owned(),
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                        }
+                        _ => {}
+                    }
+                }
+                if any {
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        }
     }
 }

@@ -9,7 +9,13 @@ use serde_json::Value;
 use crate::helpers::spawn_app;
 
 /// Every path template the service routes.
-const KNOWN_TEMPLATES: [&str; 4] = ["/api/todos", "/api/todos/{id}", "/health", "/openapi.json"];
+const KNOWN_TEMPLATES: [&str; 5] = [
+    "/api/todos",
+    "/api/todos/events",
+    "/api/todos/{id}",
+    "/health",
+    "/openapi.json",
+];
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 

@@ -58,7 +58,7 @@ async fn idempotent_writes_are_served_while_the_owners_shard_is_down() {
             db_timeout: Duration::from_secs(2),
         },
         pool,
-        todo_service::feed::FeedHub::new(10, 10),
+        todo_service::feed::FeedHub::new(10, 10, Duration::from_secs(10)),
     );
     let call = Call {
         owner: Owner::public(),
