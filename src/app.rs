@@ -28,7 +28,11 @@ use crate::http::{self, ApiContext, Cors, Edge};
 use crate::lifecycle::{self, Lifecycle, Phase, Running, Timing};
 use crate::maintenance::{KEY_PURGER, KeyPurger};
 use crate::metrics::Metrics;
-use crate::outbox::{OUTBOX_RELAY, OutboxRelay, RelayArgs};
+use crate::nats::NatsEdge;
+use crate::nats::commands::{CommandConsumer, NATS_COMMANDS};
+use crate::nats::events::NatsEvents;
+use crate::nats::requests::{NATS_REQUESTS, NatsResponder};
+use crate::outbox::{EventSink, OUTBOX_RELAY, OutboxRelay, RelayArgs};
 use crate::service::{ServiceSettings, TodoService};
 use crate::supervised::Spec;
 
@@ -106,7 +110,39 @@ impl App {
             settings.events.feed_buffer as usize,
             Duration::from_secs(settings.events.feed_stall_s),
         );
-        let others: Vec<Arc<dyn ChildSpec>> = vec![
+        let service = Arc::new(TodoService::new(
+            Arc::clone(&handles),
+            ServiceSettings {
+                request_timeout: settings.http.request_timeout(),
+                max_in_flight: settings.http.max_in_flight as usize,
+                db_timeout,
+            },
+            pool.clone(),
+            Arc::clone(&feed),
+        ));
+        let auth = Arc::new(auth);
+        let public_url = settings
+            .http
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned());
+        let nats = match settings.nats.url() {
+            Some(url) => Some(
+                NatsEdge::connect(
+                    &settings.nats,
+                    url,
+                    Arc::clone(&service),
+                    Arc::clone(&auth),
+                    Arc::clone(&metrics),
+                    public_url.as_deref(),
+                )
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("connecting to NATS")?,
+            ),
+            None => None,
+        };
+        let mut others: Vec<Arc<dyn ChildSpec>> = vec![
             Arc::new(Spec::<ChangeListener>::new(
                 CHANGE_LISTENER,
                 ListenerArgs {
@@ -123,13 +159,25 @@ impl App {
                 RelayArgs {
                     pool: pool.clone(),
                     handles: Arc::clone(&handles),
-                    sink: None,
+                    sink: nats.as_ref().map(|edge| {
+                        Arc::new(NatsEvents::new(Arc::clone(edge))) as Arc<dyn EventSink>
+                    }),
                     retention: Duration::from_secs(settings.events.outbox_retention_h * 3600),
                     pending: metrics.outbox_pending.clone(),
                 },
             )),
             Arc::new(Spec::<KeyPurger>::new(KEY_PURGER, pool.clone())),
         ];
+        if let Some(edge) = &nats {
+            others.push(Arc::new(Spec::<NatsResponder>::new(
+                NATS_REQUESTS,
+                Arc::clone(edge),
+            )));
+            others.push(Arc::new(Spec::<CommandConsumer>::new(
+                NATS_COMMANDS,
+                Arc::clone(edge),
+            )));
+        }
         let (supervisor, supervisor_done) = Actor::spawn(
             None,
             RootSupervisor::new(PgStore::new(serving, tls, replica)),
@@ -144,26 +192,16 @@ impl App {
 
         let http_listener = bind(settings.http.http_addr, "HTTP_ADDR").await?;
         let admin_listener = bind(settings.http.admin_addr, "ADMIN_ADDR").await?;
-        let lifecycle = Arc::new(Lifecycle::new(Arc::clone(&handles), pool.clone()));
-        let service = Arc::new(TodoService::new(
+        let lifecycle = Arc::new(Lifecycle::new(
             Arc::clone(&handles),
-            ServiceSettings {
-                request_timeout: settings.http.request_timeout(),
-                max_in_flight: settings.http.max_in_flight as usize,
-                db_timeout,
-            },
             pool.clone(),
-            feed,
+            nats.clone(),
         ));
         let api = Arc::new(ApiContext {
             service,
-            auth: Arc::new(auth),
+            auth,
             metrics: Arc::clone(&metrics),
-            public_url: settings
-                .http
-                .public_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_url,
             cors: Cors::parse(&settings.http.cors_origins),
             body_timeout: settings.http.body_timeout(),
             started: Instant::now(),

@@ -92,6 +92,16 @@ pub struct NatsSettings {
     pub nats_max_deliver: i64,
 }
 
+impl NatsSettings {
+    /// `NATS_URL`, unless unset or empty.
+    pub fn url(&self) -> Option<&str> {
+        self.nats_url
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|u| !u.trim().is_empty())
+    }
+}
+
 impl fmt::Debug for NatsSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSettings")

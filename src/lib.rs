@@ -1,4 +1,4 @@
-//! The todo service: a warp HTTP edge (and, later, a NATS edge) in front of one
+//! The todo service: a warp HTTP edge and a NATS edge in front of one
 //! application layer, which drives supervised ractor actors that own all PostgreSQL
 //! access.
 //!
@@ -11,6 +11,8 @@
 //! - [`auth`]: from a bearer credential to an owner, whatever the transport.
 //! - [`http`]: the REST API and the admin port, translations onto [`service`], and the
 //!   server that bounds connections and slow clients.
+//! - [`nats`]: the NATS edge (request/reply micro service, durable JetStream commands,
+//!   events), translations onto [`service`] too.
 //! - [`db`]: PostgreSQL connections, migrations, `TodoStore` over SQL, the outbox.
 //! - [`outbox`]: the relay that orders committed events and publishes them (NATS).
 //! - [`coherence`]: the change listener that keeps every replica's caches coherent and
@@ -33,6 +35,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metrics;
+pub mod nats;
 pub mod outbox;
 pub mod service;
 pub mod shutdown;

@@ -6,6 +6,8 @@
 //! 1. readiness turns 503 at once, so load balancers stop sending;
 //! 2. the API keeps serving for `SHUTDOWN_DELAY_S` (they take a while to notice);
 //! 3. the API stops accepting; requests in flight finish (at most `SHUTDOWN_GRACE_S`);
+//!    NATS stops taking requests and commands, those in flight finish, the connection
+//!    is drained;
 //! 4. the actors are drained, children first (the writer commits and answers its
 //!    queue; a parent that exits would kill children still running), else stopped,
 //!    else killed;
@@ -24,6 +26,7 @@ use todo_actors::supervisor::RootMessage;
 use tokio_util::task::TaskTracker;
 
 use crate::http::server::Server;
+use crate::nats::NatsEdge;
 
 /// How long `/readyz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
@@ -46,6 +49,7 @@ pub struct Lifecycle {
     tasks: TaskTracker,
     handles: Arc<ActorHandles>,
     pool: Pool,
+    nats: Option<Arc<NatsEdge>>,
 }
 
 /// What `/readyz` answers.
@@ -58,14 +62,20 @@ pub struct Readiness {
 }
 
 impl Lifecycle {
-    /// A process starting, with these actors and this pool.
-    pub fn new(handles: Arc<ActorHandles>, pool: Pool) -> Self {
+    /// A process starting, with these actors, this pool and (when configured) NATS.
+    pub fn new(handles: Arc<ActorHandles>, pool: Pool, nats: Option<Arc<NatsEdge>>) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             tasks: TaskTracker::new(),
             handles,
             pool,
+            nats,
         }
+    }
+
+    /// The NATS edge, when configured.
+    pub fn nats(&self) -> Option<&Arc<NatsEdge>> {
+        self.nats.as_ref()
     }
 
     /// The current phase.
@@ -105,10 +115,20 @@ impl Lifecycle {
             .filter(|a| a.status != ActorStatus::Running)
             .map(|a| a.name.as_str())
             .collect();
+        let nats = match &self.nats {
+            None => "disabled",
+            Some(edge) if edge.is_connected() => "up",
+            Some(_) => "down",
+        };
         let phase = self.phase();
         let live = handles.health.is_live();
         let serving = phase == Phase::Ready && live;
-        let degraded = !database || !writer || shards_up < shards_total || !others_down.is_empty();
+        let degraded = !database
+            || !writer
+            || shards_up < shards_total
+            || !others_down.is_empty()
+            || nats == "down"
+            || !handles.coherence.is_whole();
         let status = match (serving, degraded) {
             (false, _) if !live => "melted down",
             (false, _) if phase == Phase::Starting => "starting",
@@ -122,7 +142,8 @@ impl Lifecycle {
                 "status": status,
                 "components": {
                     "database": if database { "up" } else { "down" },
-                    "nats": "disabled",
+                    "nats": nats,
+                    "caches": if handles.coherence.is_whole() { "coherent" } else { "bypassed" },
                     "writer": if writer { "up" } else { "restarting" },
                     "shards": {"up": shards_up, "total": shards_total},
                     "actors_down": others_down,
@@ -180,6 +201,9 @@ pub async fn shut_down(running: Running, timing: Timing) {
 
     if !api.stop(timing.grace).await {
         tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    if let Some(nats) = lifecycle.nats() {
+        nats.shut_down(timing.grace).await;
     }
 
     handles.health.start_draining();

@@ -25,7 +25,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -140,18 +139,8 @@ impl RequestId {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200);
-        Self(given.map_or_else(new_request_id, Arc::from))
+        Self(given.map_or_else(crate::service::new_request_id, Arc::from))
     }
-}
-
-/// A fresh request id: a per-process random prefix and a counter (no system call per
-/// request, unlike a random UUID).
-fn new_request_id() -> Arc<str> {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().simple().to_string());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{prefix}-{n:x}"))
 }
 
 /// Hands every request a clone of the shared context `ctx`.
@@ -165,7 +154,7 @@ fn with_ctx<T: Send + Sync + 'static>(
 fn request_id() -> impl Filter<Extract = (RequestId,), Error = Infallible> + Clone {
     warp::ext::optional::<RequestId>().map(|id: Option<RequestId>| {
         // Only requests that bypass `Edge` (in-memory filter tests) have none.
-        id.unwrap_or_else(|| RequestId(new_request_id()))
+        id.unwrap_or_else(|| RequestId(crate::service::new_request_id()))
     })
 }
 

@@ -43,6 +43,16 @@ pub use changes::ChangeStream;
 
 use crate::feed::FeedHub;
 
+/// A fresh request id: a per-process random prefix and a counter (no system call per
+/// request, unlike a random UUID). Both edges use it when the caller sent none.
+pub fn new_request_id() -> Arc<str> {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().simple().to_string());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Arc::from(format!("{prefix}-{n:x}"))
+}
+
 /// Who is asking, and for which request.
 #[derive(Debug, Clone)]
 pub struct Call {

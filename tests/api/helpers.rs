@@ -73,7 +73,35 @@ pub fn test_settings(database_url: &str) -> Settings {
     s.db.database_url = Some(database_url.parse().expect("url"));
     s.lifecycle.shutdown_delay_s = 0;
     s.lifecycle.shutdown_grace_s = 5;
+    // NATS only for the tests that ask for it (`with_nats`).
+    s.nats.nats_url = None;
     s
+}
+
+/// The NATS server tests use. Fails loudly when none is reachable.
+pub fn nats_url() -> String {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let hostport = url.rsplit("://").next().unwrap_or(&url).rsplit('@').next().unwrap_or("");
+    if std::net::TcpStream::connect_timeout(
+        &hostport.parse().unwrap_or_else(|e| panic!("NATS_URL {url}: {e}")),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!("cannot reach NATS at {url}: start nats-server -js, or run scripts/test, which finds or starts one");
+    }
+    url
+}
+
+/// A fresh subject prefix (and so fresh streams) for one test.
+pub fn nats_prefix() -> String {
+    format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// Settings tweak: NATS at `url` with `prefix`.
+pub fn with_nats(s: &mut Settings, url: &str, prefix: &str) {
+    s.nats.nats_url = Some(url.parse().expect("url"));
+    s.nats.nats_prefix = prefix.to_owned();
 }
 
 /// A running in-process app.
@@ -291,6 +319,8 @@ pub async fn spawn_process(env: &[(&str, &str)]) -> ServiceProcess {
     let db_url = create_database().await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_todo-service"));
     cmd.arg("serve")
+        // NATS only when the test gives NATS_URL in `env`.
+        .env_remove("NATS_URL")
         .env("DATABASE_URL", &db_url)
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("ADMIN_ADDR", "127.0.0.1:0")
