@@ -236,12 +236,21 @@ async def main():
     reader = await Client("events-reader").connect()
     live = await reader.nc.subscribe("todo.events.>")
     await reader.nc.flush()
-    await js_service.publish("todo.events.updated", b'{"id":"e1"}', headers={"Nats-Msg-Id": "check-nats-event-2"})
-    try:
-        msg = await live.next_msg(timeout=2)
-        report(msg.subject == "todo.events.updated", "receives live events (core subscription on todo.events.>)")
-    except Exception as e:  # noqa: BLE001
-        report(False, "live events", repr(e))
+    # Live events are core NATS (at most once). Through a stream import nats-server 2.9
+    # now and then drops the first message published right after the SUB (about 1 run in
+    # 10 here), so the event is published again (new Nats-Msg-Id) until one arrives.
+    got, tries = None, 0
+    while got is None and tries < 5:
+        tries += 1
+        await js_service.publish("todo.events.updated", b'{"id":"e1"}',
+                                 headers={"Nats-Msg-Id": f"check-nats-event-live-{tries}"})
+        try:
+            got = await live.next_msg(timeout=0.5)
+        except NatsTimeout:
+            pass
+    report(got is not None and got.subject == "todo.events.updated",
+           f"receives live events (core subscription on todo.events.>; {tries} publish(es))",
+           "no event in 5 tries")
     try:
         rsub = await reader.nc.jetstream().pull_subscribe_bind(READER_CONSUMER, "TODO_EVENTS")
         msgs = await rsub.fetch(2, timeout=2)
