@@ -6,7 +6,8 @@
 # `docker compose up`, instead of leaving a stream that differs from its definition.
 set -eu
 
-server="${NATS_URL:-nats://nats:4222}"
+# As user `admin` of nats/nats-server.conf: docker-compose.yml puts its password in the URL.
+server="${NATS_URL:?NATS_URL must be set (nats://admin:PASSWORD@nats:4222)}"
 found=0
 for file in /streams/*.json; do
   [ -e "$file" ] || continue
