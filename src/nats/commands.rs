@@ -252,7 +252,9 @@ async fn settle(edge: &NatsEdge, message: &Message, result: Result<(), ServiceEr
     let (kind, outcome) = match &result {
         Ok(()) => (AckKind::Ack, "ok"),
         // Not applied now (or a request with its key is in flight here): later.
-        Err(e @ (ServiceError::Unavailable(_) | ServiceError::Conflict | ServiceError::Internal)) => {
+        Err(
+            e @ (ServiceError::Unavailable(_) | ServiceError::Conflict | ServiceError::Internal),
+        ) => {
             if delivered(message) >= edge.settings.nats_max_deliver {
                 dead_letter(edge, message, &e.to_string()).await;
                 (AckKind::Term, "error")
@@ -284,7 +286,10 @@ async fn dead_letter(edge: &NatsEdge, message: &Message, reason: &str) {
     headers.insert("Todo-Dlq-Reason", reason);
     headers.insert("Todo-Dlq-Subject", message.subject.as_str());
     if let Ok(info) = message.info() {
-        headers.insert("Todo-Dlq-Stream-Sequence", info.stream_sequence.to_string().as_str());
+        headers.insert(
+            "Todo-Dlq-Stream-Sequence",
+            info.stream_sequence.to_string().as_str(),
+        );
         headers.insert("Todo-Dlq-Deliveries", info.delivered.to_string().as_str());
     }
     let subject = edge.names.dead_letter(verb(message));

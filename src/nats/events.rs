@@ -18,6 +18,9 @@ use super::streams;
 use crate::db::outbox::Event;
 use crate::outbox::EventSink;
 
+/// Longest wait for the acknowledgements of one round's events.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Publishes events to NATS.
 pub struct NatsEvents {
     edge: Arc<NatsEdge>,
@@ -36,6 +39,11 @@ impl NatsEvents {
 
     async fn publish_all(&self, events: Vec<Event>) -> Result<(), String> {
         let edge = &self.edge;
+        // While NATS is away the events wait in the outbox; a round must not wait for
+        // acknowledgements that cannot come (it also orders the events for the caches).
+        if !edge.is_connected() {
+            return Err("NATS is not connected".into());
+        }
         if !self.ready.load(Ordering::SeqCst) {
             streams::ensure(&edge.jetstream, &edge.names).await?;
             self.ready.store(true, Ordering::SeqCst);
@@ -47,9 +55,9 @@ impl NatsEvents {
             headers.insert(OWNER, event.owner.as_ref());
             let body = match &event.todo {
                 Some(todo) => todo_json(edge, todo),
-                None => Bytes::from(
-                    serde_json::json!({ "id": event.todo_id.to_string() }).to_string(),
-                ),
+                None => {
+                    Bytes::from(serde_json::json!({ "id": event.todo_id.to_string() }).to_string())
+                }
             };
             let subject = edge.names.event(event.kind.as_str());
             match edge
@@ -65,7 +73,11 @@ impl NatsEvents {
             }
         }
         let mut failed = None;
-        for ack in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+        let acks = join_all(acks.into_iter().map(std::future::IntoFuture::into_future));
+        let acks = tokio::time::timeout(ACK_WAIT, acks)
+            .await
+            .map_err(|_| "NATS did not acknowledge the events in time".to_owned())?;
+        for ack in acks {
             match ack {
                 Ok(_) => edge.count("event", "ok"),
                 Err(e) => {

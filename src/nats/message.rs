@@ -36,7 +36,9 @@ pub fn caller(edge: &NatsEdge, headers: Option<&HeaderMap>) -> Result<Call, Serv
             [one] => std::str::from_utf8(one)
                 .ok()
                 .and_then(|s| Owner::parse(s).ok())
-                .ok_or_else(|| ServiceError::field(OWNER, "must be 1 to 200 characters, no control characters"))?,
+                .ok_or_else(|| {
+                    ServiceError::field(OWNER, "must be 1 to 200 characters, no control characters")
+                })?,
             _ => return Err(ServiceError::field(OWNER, "must be given once")),
         },
         AuthMode::ApiKey | AuthMode::Jwt => {
@@ -60,7 +62,10 @@ pub fn todo_json(edge: &NatsEdge, todo: &Todo) -> Bytes {
 pub fn problem(e: &ServiceError) -> (HeaderMap, Bytes) {
     let problem = e.problem();
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Service-Error-Code", problem.status.to_string().as_str());
+    headers.insert(
+        "Nats-Service-Error-Code",
+        problem.status.to_string().as_str(),
+    );
     headers.insert("Nats-Service-Error", problem.title);
     headers.insert("Content-Type", "application/problem+json");
     if let Some(seconds) = e.retry_after() {

@@ -81,14 +81,24 @@ pub fn test_settings(database_url: &str) -> Settings {
 /// The NATS server tests use. Fails loudly when none is reachable.
 pub fn nats_url() -> String {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let hostport = url.rsplit("://").next().unwrap_or(&url).rsplit('@').next().unwrap_or("");
+    let hostport = url
+        .rsplit("://")
+        .next()
+        .unwrap_or(&url)
+        .rsplit('@')
+        .next()
+        .unwrap_or("");
     if std::net::TcpStream::connect_timeout(
-        &hostport.parse().unwrap_or_else(|e| panic!("NATS_URL {url}: {e}")),
+        &hostport
+            .parse()
+            .unwrap_or_else(|e| panic!("NATS_URL {url}: {e}")),
         Duration::from_secs(2),
     )
     .is_err()
     {
-        panic!("cannot reach NATS at {url}: start nats-server -js, or run scripts/test, which finds or starts one");
+        panic!(
+            "cannot reach NATS at {url}: start nats-server -js, or run scripts/test, which finds or starts one"
+        );
     }
     url
 }

@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod nats;
 mod openapi;
 mod proxy;
 mod replicas;
