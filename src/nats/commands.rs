@@ -60,9 +60,10 @@ pub enum ConsumerMessage {
     Ended,
 }
 
-/// Its state.
+/// Its state. Dropping it (the actor stopped, failed or was killed) stops the pulling:
+/// a killed incarnation runs no post_stop, and must not keep consuming.
 pub struct ConsumerState {
-    pulling: tokio::task::JoinHandle<()>,
+    _pulling: tokio_util::sync::DropGuard,
 }
 
 impl Actor for CommandConsumer {
@@ -75,22 +76,19 @@ impl Actor for CommandConsumer {
         myself: ActorRef<Self::Msg>,
         edge: Arc<NatsEdge>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let pulling = tokio::spawn(async move {
-            pull(&edge).await;
-            if !edge.stop.is_cancelled() {
-                let _ = myself.cast(ConsumerMessage::Ended);
+        let gone = tokio_util::sync::CancellationToken::new();
+        let pulling = gone.clone().drop_guard();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = pull(&edge) => {
+                    if !edge.stop.is_cancelled() {
+                        let _ = myself.cast(ConsumerMessage::Ended);
+                    }
+                }
+                () = gone.cancelled() => {}
             }
         });
-        Ok(ConsumerState { pulling })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.pulling.abort();
-        Ok(())
+        Ok(ConsumerState { _pulling: pulling })
     }
 
     async fn handle(

@@ -56,10 +56,10 @@ pub enum ResponderMessage {
     Ended,
 }
 
-/// Its state.
+/// Its state. Dropping it (the actor stopped, failed or was killed) stops the micro
+/// service: a killed incarnation runs no post_stop, and must not keep answering.
 pub struct ResponderState {
-    service: Option<service::Service>,
-    serving: tokio::task::JoinHandle<()>,
+    _serving: tokio_util::sync::DropGuard,
 }
 
 impl Actor for NatsResponder {
@@ -90,13 +90,17 @@ impl Actor for NatsResponder {
             endpoints.push(endpoint.map(move |request| (name, request)));
         }
         let mut requests = futures::stream::select_all(endpoints);
-        let serving = tokio::spawn(async move {
+        let gone = tokio_util::sync::CancellationToken::new();
+        let serving = gone.clone().drop_guard();
+        tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
                     next = requests.next() => next,
-                    () = edge.stop.cancelled() => return,
+                    () = edge.stop.cancelled() => break,
+                    () = gone.cancelled() => break,
                 };
                 let Some((endpoint, request)) = next else {
+                    let _ = myself.cast(ResponderMessage::Ended);
                     break;
                 };
                 let edge = Arc::clone(&edge);
@@ -104,24 +108,9 @@ impl Actor for NatsResponder {
                     .clone()
                     .spawn(async move { respond(&edge, endpoint, request).await });
             }
-            let _ = myself.cast(ResponderMessage::Ended);
-        });
-        Ok(ResponderState {
-            service: Some(service),
-            serving,
-        })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.serving.abort();
-        if let Some(service) = state.service.take() {
             let _ = service.stop().await;
-        }
-        Ok(())
+        });
+        Ok(ResponderState { _serving: serving })
     }
 
     async fn handle(

@@ -863,3 +863,99 @@ async fn a_service_killed_between_commit_and_ack_does_not_apply_the_redelivered_
         "no command was between COMMIT and ack at the kill: the test proved nothing"
     );
 }
+
+#[tokio::test]
+async fn the_nats_actors_and_the_relay_are_supervised_and_come_back_after_a_kill() {
+    // Arrange
+    let n = NatsApp::start(nats_url(), |_| {}).await;
+
+    // Act: each is killed in turn.
+    for actor in [
+        "nats-requests",
+        "nats-commands",
+        "outbox-relay",
+        "change-listener",
+    ] {
+        assert!(n.app.chaos("kill", actor).await, "{actor} runs");
+        n.app.wait_ready(Duration::from_secs(5)).await;
+    }
+
+    // Assert: requests, commands and events all work again.
+    n.wait_responding().await;
+    let created = n
+        .request("create", &[], json!({"title": "after the kills"}))
+        .await;
+    assert_eq!(error_code(&created), None);
+    n.jetstream_publish(
+        "create",
+        "after-kills",
+        "public",
+        json!({"title": "by command"}),
+    )
+    .await;
+    let client = db(&n.app.db_url).await;
+    wait_for("the command", Duration::from_secs(10), async || {
+        client
+            .query_opt("SELECT 1 FROM todos WHERE title = 'by command'", &[])
+            .await
+            .expect("query")
+            .is_some()
+    })
+    .await;
+    let mut events = n
+        .client
+        .subscribe(format!("{}.events.>", n.prefix))
+        .await
+        .expect("sub");
+    n.app.create("an event after the kills").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the event in time")
+            .expect("message");
+        if json_of(&event)["title"] == "an event after the kills" {
+            break;
+        }
+    }
+    // One micro service instance answers for this app: the killed one stopped.
+    let inbox = n.client.new_inbox();
+    let mut replies = n.client.subscribe(inbox.clone()).await.expect("sub");
+    n.client
+        .publish_with_reply("$SRV.INFO.todo", inbox, Bytes::new())
+        .await
+        .expect("publish");
+    let mut ours = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        let info = json_of(&m);
+        if info["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["subject"] == n.subject("get")))
+        {
+            ours += 1;
+        }
+    }
+    assert_eq!(ours, 1, "instances of this app's micro service");
+    let actors: Vec<Value> = n
+        .app
+        .admin_get("/admin/actors")
+        .await
+        .json()
+        .await
+        .expect("json");
+    for actor in [
+        "nats-requests",
+        "nats-commands",
+        "outbox-relay",
+        "change-listener",
+    ] {
+        let a = actors.iter().find(|a| a["name"] == actor).expect(actor);
+        assert_eq!(
+            (a["status"].as_str(), a["restarts"].as_u64()),
+            (Some("running"), Some(1)),
+            "{actor}"
+        );
+    }
+    n.cleanup().await;
+}
