@@ -24,6 +24,13 @@ async fn seed_uncached(app: &TestApp) -> String {
 
 /// The app, reaching a fresh database through a proxy of the test's.
 async fn app_behind_proxy() -> (TestApp, Proxy) {
+    app_behind_proxy_with(|_| {}).await
+}
+
+/// The same, with `tweak` applied to the settings.
+pub async fn app_behind_proxy_with(
+    tweak: impl FnOnce(&mut todo_service::config::Settings),
+) -> (TestApp, Proxy) {
     let url = create_database().await;
     let (server, name) = url.rsplit_once('/').expect("url/db");
     let host_port = server.rsplit_once('@').map_or(server, |(_, h)| h);
@@ -31,7 +38,7 @@ async fn app_behind_proxy() -> (TestApp, Proxy) {
     let (host, _) = host_port.rsplit_once(':').expect("host:port");
     let prefix = server.rsplit_once('@').map_or("postgres://", |(p, _)| p);
     let via_proxy = format!("{prefix}@{host}:{}/{name}", proxy.port);
-    let app = spawn_app_at(via_proxy, |_| {}).await;
+    let app = spawn_app_at(via_proxy, tweak).await;
     (app, proxy)
 }
 

@@ -514,31 +514,31 @@ async fn invalid_commands_are_terminated_and_do_not_hold_up_the_next_ones() {
 
 #[tokio::test]
 async fn a_command_that_keeps_failing_goes_to_the_dead_letter_subject_with_the_reason() {
-    // Arrange: a private broker and a database that is gone: every create fails (503).
-    let mut nats = PrivateNats::start();
-    let n = NatsApp::start(nats.url(), |s| s.nats.nats_max_deliver = 2).await;
-    let admin = db(&format!("{}/postgres", crate::helpers::pg_server_url())).await;
-    let name = n.app.db_url.rsplit_once('/').expect("db").1.to_owned();
-
-    // Act: the service loses its database (its sessions are ended and new ones refused),
-    // then a command arrives.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .await
-        .expect("refuse connections");
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&name],
-        )
-        .await
-        .expect("terminate");
-    let js = jetstream::new(n.client.clone());
+    // Arrange: a private broker, and a database the service reaches through a proxy of
+    // the test's, so that it can go silent: then every create fails (503).
+    let nats = PrivateNats::start();
+    let prefix = nats_prefix();
+    let (u, p) = (nats.url(), prefix.clone());
+    let (app, proxy) = crate::database::app_behind_proxy_with(move |s| {
+        with_nats(s, &u, &p);
+        s.nats.nats_max_deliver = 2;
+    })
+    .await;
+    let client = async_nats::connect(nats.url()).await.expect("client");
+    let n = NatsApp {
+        app,
+        client,
+        prefix,
+    };
+    n.wait_responding().await;
     let mut dead = n
         .client
         .subscribe(format!("{}.dlq.>", n.prefix))
         .await
         .expect("sub");
+
+    // Act: the database goes silent, then a command arrives.
+    proxy.blackhole();
     n.jetstream_publish("create", "doomed", "dlq", json!({"title": "never"}))
         .await;
 
@@ -555,20 +555,21 @@ async fn a_command_that_keeps_failing_goes_to_the_dead_letter_subject_with_the_r
             .is_some_and(|r| !r.as_str().is_empty())
     );
     assert_eq!(
+        headers.get("Todo-Dlq-Deliveries").map(|v| v.as_str()),
+        Some("2")
+    );
+    assert_eq!(
         headers.get("Nats-Msg-Id").map(|v| v.as_str()),
         Some("doomed")
     );
     assert_eq!(json_of(&letter)["title"], "never");
-    let dlq = js
+    let js = jetstream::new(n.client.clone());
+    let mut dlq = js
         .get_stream(format!("{}_DLQ", n.prefix.to_uppercase()))
         .await
         .expect("dlq stream");
-    assert_eq!(dlq.cached_info().state.messages, 1);
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .expect("allow connections");
-    nats.kill();
+    assert_eq!(dlq.info().await.expect("info").state.messages, 1);
+    proxy.restore();
 }
 
 #[tokio::test]
