@@ -152,6 +152,7 @@ impl App {
                     feed: Arc::clone(&feed),
                     replica,
                     timeout: db_timeout,
+                    db_up: metrics.db_up.clone(),
                 },
             )),
             Arc::new(Spec::<OutboxRelay>::new(
@@ -216,6 +217,7 @@ impl App {
                 .chaos_enabled
                 .then(|| settings.http.admin_token.clone())
                 .flatten(),
+            feed: Arc::clone(&feed),
         });
         Ok(Self {
             settings,

@@ -59,6 +59,8 @@ pub struct ListenerArgs {
     pub replica: Uuid,
     /// Upper bound on a connect or a read.
     pub timeout: Duration,
+    /// `todo_db_up`: set by every poll, so an outage shows without traffic.
+    pub db_up: prometheus::IntGauge,
 }
 
 /// The listening actor.
@@ -130,16 +132,19 @@ impl Actor for ChangeListener {
                     tokio::time::timeout(state.args.timeout, connect(&myself, state)).await;
                 match connected {
                     Ok(Ok(())) => {
+                        state.args.db_up.set(1);
                         state.args.handles.coherence.restored();
                         tracing::info!("change listener connected: caches in use");
                     }
                     Ok(Err(e)) => {
+                        state.args.db_up.set(0);
                         tracing::warn!(error.message = %e, error.cause_chain = ?e,
                             "change listener cannot connect");
                         state.client = None;
                         myself.send_after(RECONNECT_PAUSE, || ListenMessage::Connect);
                     }
                     Err(_) => {
+                        state.args.db_up.set(0);
                         tracing::warn!("change listener: connecting timed out");
                         state.client = None;
                         myself.send_after(RECONNECT_PAUSE, || ListenMessage::Connect);
@@ -156,6 +161,7 @@ impl Actor for ChangeListener {
                         Ok(Err(e)) => Some(e.to_string()),
                         Err(_) => Some("timed out".to_owned()),
                     };
+                    state.args.db_up.set(i64::from(failure.is_none()));
                     if let Some(why) = failure {
                         tracing::warn!(error.message = %why, "change listener lost the database");
                         lose(&myself, state);
@@ -175,6 +181,7 @@ impl Actor for ChangeListener {
 
 /// Drops the connection: the caches stop being used until a new one is listening.
 fn lose(myself: &ActorRef<ListenMessage>, state: &mut ListenState) {
+    state.args.db_up.set(0);
     state.client = None;
     state.args.handles.coherence.broken();
     myself.send_after(RECONNECT_PAUSE, || ListenMessage::Connect);

@@ -51,7 +51,7 @@ const HTTP_SERIES: [(&str, &str, &str); 12] = [
 /// events published by the outbox relay.
 pub const NATS_EDGES: [&str; 3] = ["request", "command", "event"];
 /// Every `outcome` of `todo_nats_messages_total`.
-pub const NATS_OUTCOMES: [&str; 3] = ["ok", "error", "invalid"];
+pub const NATS_OUTCOMES: [&str; 4] = ["ok", "error", "invalid", "dead_letter"];
 
 /// All metrics.
 pub struct Metrics {
@@ -83,6 +83,10 @@ pub struct Metrics {
     pub nats_messages: IntCounterVec,
     /// `todo_outbox_pending`.
     pub outbox_pending: IntGauge,
+    /// `todo_db_up`: 1 while the change listener's poll (every 250 ms) reaches PostgreSQL.
+    pub db_up: IntGauge,
+    /// `todo_feed_streams`: change-feed streams open on this replica.
+    pub feed_streams: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -199,6 +203,11 @@ impl Metrics {
                 &["edge", "outcome"],
             ),
             outbox_pending: gauge("todo_outbox_pending", "Events not yet published"),
+            db_up: gauge(
+                "todo_db_up",
+                "1 while PostgreSQL answers this replica's probe (every 250 ms)",
+            ),
+            feed_streams: gauge("todo_feed_streams", "Change-feed streams open"),
             registry,
         };
         metrics.export_zeros();

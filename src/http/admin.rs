@@ -27,6 +27,8 @@ pub struct AdminContext {
     pub lifecycle: Arc<Lifecycle>,
     /// Chaos hooks' token, when chaos is enabled.
     pub chaos_token: Option<Secret>,
+    /// The live feed (its open streams are a gauge).
+    pub feed: Arc<crate::feed::FeedHub>,
 }
 
 type Ctx = Arc<AdminContext>;
@@ -90,6 +92,8 @@ async fn readyz(ctx: Ctx) -> Response {
 fn metrics(ctx: Ctx) -> Response {
     let status = ctx.pool.status();
     let m = &ctx.metrics;
+    m.feed_streams
+        .set(i64::try_from(ctx.feed.open()).unwrap_or(i64::MAX));
     m.db_pool_connections
         .with_label_values(&["idle"])
         .set(i64::try_from(status.available).unwrap_or(0));

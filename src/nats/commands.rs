@@ -255,7 +255,7 @@ async fn settle(edge: &NatsEdge, message: &Message, result: Result<(), ServiceEr
         ) => {
             if delivered(message) >= edge.settings.nats_max_deliver {
                 dead_letter(edge, message, &e.to_string()).await;
-                (AckKind::Term, "error")
+                (AckKind::Term, "dead_letter")
             } else {
                 (AckKind::Nak(Some(RETRY_DELAY)), "error")
             }

@@ -294,6 +294,9 @@ async fn every_labelled_metric_family_is_exported_from_the_start() {
         "todo_nats_messages_total",
         "todo_nats_connected",
         "todo_outbox_pending",
+        "todo_db_up",
+        "todo_feed_streams",
+        "todo_http_connections",
         "todo_build_info",
     ] {
         assert!(
@@ -308,6 +311,7 @@ async fn every_labelled_metric_family_is_exported_from_the_start() {
         r#"todo_db_errors_total{kind="commit_unknown"} 0"#,
         r#"todo_write_commands_total{op="create",outcome="unavailable"} 0"#,
         r#"http_requests_total{method="POST",route="/api/todos",status_code="503"} 0"#,
+        r#"todo_nats_messages_total{edge="command",outcome="dead_letter"} 0"#,
     ] {
         assert!(text.contains(series), "{series} is missing");
     }
