@@ -151,12 +151,32 @@ async fn a_black_holed_database_gets_fast_503s_and_full_service_returns_within_5
     assert!(failed >= 6, "only {failed} of 8 needed the database");
     assert_eq!(livez, 200);
     assert_eq!(hit.status(), 200);
+    let db_up = |app: &TestApp| {
+        let admin = app.admin.clone();
+        let client = app.client.clone();
+        async move {
+            let text = client
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            text.lines()
+                .find_map(|l| l.strip_prefix("todo_db_up "))
+                .map(str::to_owned)
+        }
+    };
+    assert_eq!(db_up(&app).await.as_deref(), Some("0"), "the outage shows in todo_db_up");
 
     // Act: the network comes back.
     proxy.restore();
 
     // Assert
     let took = wait_full_service(&app, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(db_up(&app).await.as_deref(), Some("1"));
     println!(
         "black hole: full service {} ms after the network returned",
         took.as_millis()
