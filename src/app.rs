@@ -102,9 +102,10 @@ impl App {
             restart_intensity: settings.actors.restart_intensity,
             restart_period: Duration::from_secs(settings.actors.restart_period_s),
         };
-        // This replica, as other replicas' change listeners see it in the outbox.
+        // This replica, as other replicas' change listeners see it in the outbox. (Tests
+        // run several in one process, so it is not the process's `service.instance.id`.)
         let replica = uuid::Uuid::now_v7();
-        tracing::info!(%replica, "replica id");
+        tracing::info!(%replica, instance = %crate::telemetry::instance_id(), "replica id");
         let feed = FeedHub::new(
             settings.events.feed_max_streams as usize,
             settings.events.feed_buffer as usize,

@@ -423,9 +423,34 @@ pub struct TelemetrySettings {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
-    /// OTLP collector endpoint; traces are exported when set.
+    /// OTLP collector base URL (e.g. http://otel-collector:4318); traces are exported to
+    /// `<it>/v1/traces` when set.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// OTLP traces URL, taken as is (wins over OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+    /// OTLP protocol: http/protobuf or http/json.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: String,
+    /// `service.name` of the spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "todo-service")]
+    pub service_name: String,
+}
+
+impl TelemetrySettings {
+    /// Where spans go, when anywhere.
+    pub fn traces_endpoint(&self) -> Option<String> {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        nonempty(&self.otlp_traces_endpoint).or_else(|| {
+            nonempty(&self.otlp_endpoint)
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })
+    }
 }
 
 /// Start-up and shutdown.

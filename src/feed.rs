@@ -262,6 +262,7 @@ mod tests {
             todo_id: TodoId::generate(),
             replica: Uuid::now_v7(),
             todo: None,
+            traceparent: None,
         })
     }
 

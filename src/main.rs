@@ -13,7 +13,13 @@ async fn main() -> ExitCode {
     if let Some(Command::Healthcheck { url }) = &cli.command {
         return healthcheck::probe(url);
     }
-    let guard = telemetry::init(&cli.settings.telemetry);
+    let guard = match telemetry::init(&cli.settings.telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("todo-service: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Some(Command::Migrate) => migrate(&cli.settings).await,
         _ => serve(cli.settings).await,

@@ -214,7 +214,11 @@ fn apply_one(
 }
 
 impl WriteConn for MemoryConn {
-    async fn apply_batch(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, StoreError> {
+    async fn apply_batch(
+        &mut self,
+        commands: &[WriteCommand],
+        _traces: &[Option<Arc<str>>],
+    ) -> Result<BatchOutcome, StoreError> {
         let store = self.store.clone();
         store.check_up()?;
         let started = Instant::now();
@@ -491,7 +495,15 @@ impl TestSystem {
     ) -> Result<Result<ReadOutcome, DomainError>, CallError> {
         let owner = owner.clone();
         self.handles.shards[index]
-            .call(|reply| ShardMessage::Get { owner, id, reply }, CALL_TIMEOUT)
+            .call(
+                |reply| ShardMessage::Get {
+                    owner,
+                    id,
+                    span: tracing::Span::current(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
             .await
     }
 
@@ -500,7 +512,14 @@ impl TestSystem {
         let query = list_query(owner);
         self.handles
             .shard_for(owner)
-            .call(|reply| ShardMessage::List { query, reply }, CALL_TIMEOUT)
+            .call(
+                |reply| ShardMessage::List {
+                    query,
+                    span: tracing::Span::current(),
+                    reply,
+                },
+                CALL_TIMEOUT,
+            )
             .await
     }
 

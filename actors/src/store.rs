@@ -5,6 +5,7 @@
 //! trait does) so that actor handlers holding them stay `Send`.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::domain::{
     DomainError, ListQuery, Owner, StoredReply, Todo, TodoId, WriteCommand, WriteEffect,
@@ -70,12 +71,15 @@ pub trait TodoStore: Clone + Send + Sync + 'static {
 pub trait WriteConn: Send + Sync + 'static {
     /// Applies `commands` in order in one transaction. Row-level failures (not found,
     /// version mismatch, a rejected value) fail only their own command; the rest commit.
+    /// `traces` holds each command's W3C `traceparent` (if any), in the same order, for
+    /// the events the changes write.
     ///
     /// # Errors
     /// A [`StoreError`] when the transaction as a whole failed.
     fn apply_batch(
         &mut self,
         commands: &[WriteCommand],
+        traces: &[Option<Arc<str>>],
     ) -> impl Future<Output = Result<BatchOutcome, StoreError>> + Send;
 
     /// True once the connection is unusable.

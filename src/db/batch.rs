@@ -9,6 +9,8 @@
 //! before COMMIT (rolled back, retryable), at COMMIT (outcome unknown), or after a
 //! COMMIT that succeeded (never retried: the change is made).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use todo_actors::domain::{
@@ -24,7 +26,7 @@ use super::keys::{self, HASH_SCHEME, StoredTodo};
 use super::reads::{COLUMNS, todo_from_row};
 
 /// Every change writes its event in the same statement (see `migrations/V4`).
-const OUTBOX: &str = "INSERT INTO outbox (owner, kind, todo_id, replica, payload)";
+const OUTBOX: &str = "INSERT INTO outbox (owner, kind, todo_id, replica, payload, traceparent)";
 
 /// The writer's prepared statements.
 pub struct WriterStatements {
@@ -55,7 +57,8 @@ impl WriterStatements {
                          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::timestamptz[])
                               AS u(id, owner, title, completed, ord, ts)
                          RETURNING {COLUMNS})
-                       {OUTBOX} SELECT owner, 'created', id, $7::uuid, to_jsonb(ins)::text FROM ins"#
+                       {OUTBOX} SELECT ins.owner, 'created', ins.id, $7::uuid, to_jsonb(ins)::text, t.tp
+                       FROM ins JOIN unnest($1::uuid[], $8::text[]) AS t(id, tp) ON t.id = ins.id"#
                 ))
                 .await?,
             purge_keys: client.prepare(keys::PURGE_NAMED).await?,
@@ -71,7 +74,7 @@ impl WriterStatements {
                            updated_at = $7::timestamptz
                          WHERE owner = $1 AND id = $2 AND ($8::int8[] IS NULL OR version = ANY($8))
                          RETURNING {COLUMNS}),
-                       o AS ({OUTBOX} SELECT owner, 'updated', id, $9::uuid, to_jsonb(u)::text FROM u)
+                       o AS ({OUTBOX} SELECT owner, 'updated', id, $9::uuid, to_jsonb(u)::text, $10::text FROM u)
                        SELECT {COLUMNS} FROM u"#
                 ))
                 .await?,
@@ -81,7 +84,7 @@ impl WriterStatements {
                        DELETE FROM todos WHERE owner = $1 AND id = $2
                          AND ($3::int8[] IS NULL OR version = ANY($3)) RETURNING id, owner),
                      o AS ({OUTBOX} SELECT owner, 'deleted', id, $4::uuid,
-                             json_build_object('id', id)::text FROM d)
+                             json_build_object('id', id)::text, $5::text FROM d)
                      SELECT id FROM d"
                 ))
                 .await?,
@@ -91,7 +94,7 @@ impl WriterStatements {
                        DELETE FROM todos WHERE owner = $1 AND ($2::bool IS NULL OR completed = $2)
                        RETURNING id, owner),
                      o AS ({OUTBOX} SELECT owner, 'deleted', id, $3::uuid,
-                             json_build_object('id', id)::text FROM d)
+                             json_build_object('id', id)::text, $4::text FROM d)
                      SELECT id FROM d"
                 ))
                 .await?,
@@ -120,29 +123,39 @@ impl PgWriter {
     }
 }
 
-/// A step of a batch: a run of creates, or one other command.
+/// A step of a batch: a run of creates, or one other command; each with the
+/// `traceparent` of its request(s), written with its events.
 enum Step<'a> {
-    Creates(Vec<&'a Todo>),
-    One(&'a WriteCommand),
+    Creates(Vec<&'a Todo>, Vec<Option<&'a str>>),
+    One(&'a WriteCommand, Option<&'a str>),
 }
 
 impl<'a> Step<'a> {
     /// The step of one command alone.
-    fn of(command: &'a WriteCommand) -> Self {
+    fn of(command: &'a WriteCommand, trace: Option<&'a str>) -> Self {
         match command {
-            WriteCommand::Create { todo, .. } => Self::Creates(vec![todo]),
-            other => Self::One(other),
+            WriteCommand::Create { todo, .. } => Self::Creates(vec![todo], vec![trace]),
+            other => Self::One(other, trace),
         }
     }
 }
 
+/// The trace of the `i`th command, if any.
+fn trace_of(traces: &[Option<Arc<str>>], i: usize) -> Option<&str> {
+    traces.get(i).and_then(|t| t.as_deref())
+}
+
 /// The steps of a batch in order, runs of consecutive creates folded into one.
-fn plan(commands: &[WriteCommand]) -> Vec<Step<'_>> {
+fn plan<'a>(commands: &'a [WriteCommand], traces: &'a [Option<Arc<str>>]) -> Vec<Step<'a>> {
     let mut steps: Vec<Step<'_>> = Vec::new();
-    for command in commands {
+    for (i, command) in commands.iter().enumerate() {
+        let trace = trace_of(traces, i);
         match (command, steps.last_mut()) {
-            (WriteCommand::Create { todo, .. }, Some(Step::Creates(run))) => run.push(todo),
-            _ => steps.push(Step::of(command)),
+            (WriteCommand::Create { todo, .. }, Some(Step::Creates(run, tps))) => {
+                run.push(todo);
+                tps.push(trace);
+            }
+            _ => steps.push(Step::of(command, trace)),
         }
     }
     steps
@@ -161,7 +174,7 @@ impl PgWriter {
         step: &Step<'_>,
     ) -> Result<Raw, tokio_postgres::Error> {
         match step {
-            Step::Creates(todos) => {
+            Step::Creates(todos, traces) => {
                 let ids: Vec<Uuid> = todos.iter().map(|t| t.id.into_inner()).collect();
                 let owners: Vec<&str> = todos.iter().map(|t| t.owner.as_ref()).collect();
                 let titles: Vec<&str> = todos.iter().map(|t| t.title.as_str()).collect();
@@ -178,19 +191,23 @@ impl PgWriter {
                         &orders,
                         &times,
                         &stmts.replica,
+                        traces,
                     ],
                 )
                 .await
                 .map(|_| Raw::Inserted)
             }
-            Step::One(WriteCommand::Update {
-                owner,
-                id,
-                change,
-                expected_versions,
-                at,
-                ..
-            }) => {
+            Step::One(
+                WriteCommand::Update {
+                    owner,
+                    id,
+                    change,
+                    expected_versions,
+                    at,
+                    ..
+                },
+                trace,
+            ) => {
                 let (title, completed, set_order, order) = match change {
                     TodoChange::Patch {
                         title,
@@ -221,16 +238,20 @@ impl PgWriter {
                         at,
                         expected_versions,
                         &stmts.replica,
+                        trace,
                     ],
                 )
                 .await
                 .map(Raw::Rows)
             }
-            Step::One(WriteCommand::Delete {
-                owner,
-                id,
-                expected_versions,
-            }) => tx
+            Step::One(
+                WriteCommand::Delete {
+                    owner,
+                    id,
+                    expected_versions,
+                },
+                trace,
+            ) => tx
                 .query(
                     &stmts.delete,
                     &[
@@ -238,15 +259,19 @@ impl PgWriter {
                         &id.into_inner(),
                         expected_versions,
                         &stmts.replica,
+                        trace,
                     ],
                 )
                 .await
                 .map(Raw::Rows),
-            Step::One(WriteCommand::Clear { owner, completed }) => tx
-                .query(&stmts.clear, &[&owner.as_ref(), completed, &stmts.replica])
+            Step::One(WriteCommand::Clear { owner, completed }, trace) => tx
+                .query(
+                    &stmts.clear,
+                    &[&owner.as_ref(), completed, &stmts.replica, trace],
+                )
                 .await
                 .map(Raw::Rows),
-            Step::One(WriteCommand::Create { .. }) => Ok(Raw::Inserted),
+            Step::One(WriteCommand::Create { .. }, _) => Ok(Raw::Inserted),
         }
     }
 
@@ -259,16 +284,19 @@ impl PgWriter {
         out: &mut BatchOutcome,
     ) -> Result<(), tokio_postgres::Error> {
         match (step, raw) {
-            (Step::Creates(todos), Raw::Inserted) => {
+            (Step::Creates(todos, _), Raw::Inserted) => {
                 out.extend(todos.iter().map(|t| Ok(WriteEffect::Created((*t).clone()))));
             }
             (
-                Step::One(WriteCommand::Update {
-                    owner,
-                    id,
-                    expected_versions,
-                    ..
-                }),
+                Step::One(
+                    WriteCommand::Update {
+                        owner,
+                        id,
+                        expected_versions,
+                        ..
+                    },
+                    _,
+                ),
                 Raw::Rows(rows),
             ) => {
                 out.push(match rows.first() {
@@ -277,11 +305,14 @@ impl PgWriter {
                 });
             }
             (
-                Step::One(WriteCommand::Delete {
-                    owner,
-                    id,
-                    expected_versions,
-                }),
+                Step::One(
+                    WriteCommand::Delete {
+                        owner,
+                        id,
+                        expected_versions,
+                    },
+                    _,
+                ),
                 Raw::Rows(rows),
             ) => {
                 out.push(if rows.is_empty() {
@@ -293,7 +324,7 @@ impl PgWriter {
                     })
                 });
             }
-            (Step::One(WriteCommand::Clear { owner, .. }), Raw::Rows(rows)) => {
+            (Step::One(WriteCommand::Clear { owner, .. }, _), Raw::Rows(rows)) => {
                 out.push(Ok(WriteEffect::Cleared {
                     owner: owner.clone(),
                     ids: rows
@@ -335,8 +366,12 @@ impl PgWriter {
     /// needs a second look inside the transaction): BEGIN, every statement and COMMIT go
     /// out together, one round trip. A failed statement aborts the transaction, and the
     /// COMMIT that follows it then rolls back.
-    async fn apply_single_trip(&self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
-        let steps = plan(commands);
+    async fn apply_single_trip(
+        &self,
+        commands: &[WriteCommand],
+        traces: &[Option<Arc<str>>],
+    ) -> Result<BatchOutcome, Attempt> {
+        let steps = plan(commands, traces);
         let client = &self.client;
         let stmts = &self.stmts;
         // join! polls in order and each request is sent on its first poll: the server
@@ -388,8 +423,9 @@ impl PgWriter {
     async fn apply_pipelined(
         &mut self,
         commands: &[WriteCommand],
+        traces: &[Option<Arc<str>>],
     ) -> Result<BatchOutcome, Attempt> {
-        let steps = plan(commands);
+        let steps = plan(commands, traces);
         let tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let stmts = &self.stmts;
         let raws = join_all(steps.iter().map(|s| Self::run_step(stmts, &tx, s))).await;
@@ -459,9 +495,17 @@ impl PgWriter {
 
     /// Slow path after a data error: a savepoint per step; a rejected step fails only
     /// its own commands. Still one transaction.
-    async fn apply_isolated(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, Attempt> {
+    async fn apply_isolated(
+        &mut self,
+        commands: &[WriteCommand],
+        traces: &[Option<Arc<str>>],
+    ) -> Result<BatchOutcome, Attempt> {
         // One step per command here, so a bad create does not take its run with it.
-        let steps: Vec<Step<'_>> = commands.iter().map(Step::of).collect();
+        let steps: Vec<Step<'_>> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Step::of(c, trace_of(traces, i)))
+            .collect();
         let mut tx = self.client.transaction().await.map_err(Attempt::Failed)?;
         let mut out = Vec::with_capacity(commands.len());
         for (step, command) in steps.iter().zip(commands) {
@@ -541,7 +585,11 @@ fn rejected(e: &tokio_postgres::Error) -> DomainError {
 }
 
 impl WriteConn for PgWriter {
-    async fn apply_batch(&mut self, commands: &[WriteCommand]) -> Result<BatchOutcome, StoreError> {
+    async fn apply_batch(
+        &mut self,
+        commands: &[WriteCommand],
+        traces: &[Option<Arc<str>>],
+    ) -> Result<BatchOutcome, StoreError> {
         let simple = commands.iter().all(|c| {
             c.idempotency().is_none()
                 && !matches!(
@@ -556,14 +604,14 @@ impl WriteConn for PgWriter {
                 )
         });
         let attempt = if simple {
-            self.apply_single_trip(commands).await
+            self.apply_single_trip(commands, traces).await
         } else {
-            self.apply_pipelined(commands).await
+            self.apply_pipelined(commands, traces).await
         };
         match attempt {
             Ok(out) => Ok(out),
             Err(Attempt::DataError) => self
-                .apply_isolated(commands)
+                .apply_isolated(commands, traces)
                 .await
                 .map_err(Attempt::into_store_error),
             Err(other) => Err(other.into_store_error()),

@@ -69,9 +69,11 @@ pub struct Event {
     pub replica: Uuid,
     /// The todo after the change (`None` when deleted).
     pub todo: Option<Todo>,
+    /// The W3C `traceparent` of the request that made the change, if it had one.
+    pub traceparent: Option<String>,
 }
 
-const EVENT_COLUMNS: &str = "seq, owner, kind, todo_id, replica, payload";
+const EVENT_COLUMNS: &str = "seq, owner, kind, todo_id, replica, payload, traceparent";
 
 fn event_from_row(row: &Row) -> Result<Event, DbError> {
     let kind = EventKind::parse(row.try_get("kind")?)?;
@@ -91,6 +93,7 @@ fn event_from_row(row: &Row) -> Result<Event, DbError> {
         todo_id: TodoId::from_uuid(row.try_get("todo_id")?),
         replica: row.try_get("replica")?,
         todo,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 

@@ -305,18 +305,31 @@ where
         };
         let span = tracing::info_span!(
             "http_request",
+            otel.name = %format_args!("{} {}", seen.method, seen.route),
+            otel.kind = "server",
             request_id = %request_id.0,
-            method = seen.method,
-            route = seen.route,
+            http.request.method = seen.method,
+            http.route = seen.route,
+            url.path = %seen.path,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        crate::telemetry::continue_trace(&span, |name| {
+            request.headers().get(name).and_then(|v| v.to_str().ok())
+        });
         request.extensions_mut().insert(request_id);
         let ctx = Arc::clone(&self.ctx);
         let in_flight = InFlight::new(&ctx.metrics.http_in_flight);
         let served = self.inner.call(request);
+        let recorded = span.clone();
         Box::pin(
             async move {
                 let response = served.await.unwrap_or_else(|never| match never {});
                 drop(in_flight);
+                recorded.record("http.response.status_code", response.status().as_u16());
+                if response.status().is_server_error() {
+                    recorded.record("otel.status_code", "error");
+                }
                 Ok(finish(&ctx, seen, response))
             }
             .instrument(span),

@@ -29,9 +29,10 @@ use futures::StreamExt;
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use todo_actors::domain::TodoId;
+use tracing::Instrument;
 
 use super::NatsEdge;
-use super::message::{caller, values};
+use super::message::{self, caller, request_id, values, with_traceparent};
 use super::streams;
 use crate::service::ServiceError;
 use crate::service::conditional::if_match_versions;
@@ -172,8 +173,14 @@ async fn handle_batch(edge: &NatsEdge, messages: Vec<Message>) {
     }
     join_all(groups.into_iter().map(|group| async move {
         for message in group {
-            let result = execute(edge, &message).await;
-            settle(edge, &message, result).await;
+            let request_id = request_id(message.headers.as_ref());
+            let span = message::span("consumer", verb(&message), &message, &request_id);
+            async {
+                let result = execute(edge, &message, request_id).await;
+                settle(edge, &message, result).await;
+            }
+            .instrument(span)
+            .await;
         }
     }))
     .await;
@@ -194,9 +201,13 @@ fn verb(message: &Message) -> &str {
 }
 
 /// Applies one command.
-async fn execute(edge: &NatsEdge, message: &Message) -> Result<(), ServiceError> {
+async fn execute(
+    edge: &NatsEdge,
+    message: &Message,
+    request_id: Arc<str>,
+) -> Result<(), ServiceError> {
     let headers = message.headers.as_ref();
-    let call = caller(edge, headers)?;
+    let call = caller(edge, headers, request_id)?;
     let key = match values(headers, "Nats-Msg-Id").as_slice() {
         [] => message
             .info()
@@ -280,7 +291,7 @@ async fn settle(edge: &NatsEdge, message: &Message, result: Result<(), ServiceEr
 
 /// Publishes a command that failed too often to `<prefix>.dlq.<verb>`, with why.
 async fn dead_letter(edge: &NatsEdge, message: &Message, reason: &str) {
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = with_traceparent(message.headers.clone().unwrap_or_default());
     headers.insert("Todo-Dlq-Reason", reason);
     headers.insert("Todo-Dlq-Subject", message.subject.as_str());
     if let Ok(info) = message.info() {

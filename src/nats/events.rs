@@ -17,6 +17,7 @@ use super::message::{OWNER, todo_json};
 use super::streams;
 use crate::db::outbox::Event;
 use crate::outbox::EventSink;
+use crate::telemetry;
 
 /// Longest wait for the acknowledgements of one round's events.
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -53,6 +54,23 @@ impl NatsEvents {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", event.seq.to_string().as_str());
             headers.insert(OWNER, event.owner.as_ref());
+            // The event continues the trace of the request that made the change: a
+            // producer span under it, whose context goes out in `traceparent`.
+            if let Some(parent) = &event.traceparent {
+                let span = tracing::info_span!(
+                    "todo.events publish",
+                    otel.kind = "producer",
+                    messaging.system = "nats",
+                    messaging.destination.name = %edge.names.event(event.kind.as_str()),
+                    todo.event.seq = event.seq,
+                );
+                telemetry::continue_trace(&span, |name| {
+                    (name == "traceparent").then_some(parent.as_str())
+                });
+                if let Some(tp) = telemetry::traceparent(&span) {
+                    headers.insert("traceparent", tp.as_str());
+                }
+            }
             let body = match &event.todo {
                 Some(todo) => todo_json(edge, todo),
                 None => {

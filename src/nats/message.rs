@@ -13,6 +13,7 @@ use super::NatsEdge;
 use crate::auth::AuthMode;
 use crate::service::wire::TodoDto;
 use crate::service::{Call, ServiceError, new_request_id};
+use crate::telemetry;
 
 /// The owner header used when `AUTH_MODE=none` (NATS permissions decide who may
 /// publish).
@@ -29,7 +30,11 @@ pub fn values<'h>(headers: Option<&'h HeaderMap>, name: &str) -> Vec<&'h [u8]> {
 ///
 /// # Errors
 /// 401 for bad credentials (`api-key`, `jwt`), 400 for a bad `Todo-Owner` (`none`).
-pub fn caller(edge: &NatsEdge, headers: Option<&HeaderMap>) -> Result<Call, ServiceError> {
+pub fn caller(
+    edge: &NatsEdge,
+    headers: Option<&HeaderMap>,
+    request_id: Arc<str>,
+) -> Result<Call, ServiceError> {
     let owner = match edge.auth.mode() {
         AuthMode::None => match values(headers, OWNER).as_slice() {
             [] => Owner::public(),
@@ -45,12 +50,48 @@ pub fn caller(edge: &NatsEdge, headers: Option<&HeaderMap>) -> Result<Call, Serv
             edge.auth.authenticate(&values(headers, "Authorization"))?
         }
     };
-    let request_id = headers
+    Ok(Call { owner, request_id })
+}
+
+/// The message's `X-Request-Id`, or a new one.
+pub fn request_id(headers: Option<&HeaderMap>) -> Arc<str> {
+    headers
         .and_then(|h| h.get("X-Request-Id"))
         .map(|v| v.as_str())
         .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(new_request_id, Arc::from);
-    Ok(Call { owner, request_id })
+        .map_or_else(new_request_id, Arc::from)
+}
+
+/// The span of one message handled: `kind` is `server` (a request) or `consumer` (a
+/// command); it continues the trace of the message's `traceparent` header.
+pub fn span(
+    kind: &'static str,
+    operation: &str,
+    message: &async_nats::Message,
+    request_id: &str,
+) -> tracing::Span {
+    let headers = message.headers.as_ref();
+    let span = tracing::info_span!(
+        "nats",
+        otel.name = %format_args!("{} {operation}", message.subject),
+        otel.kind = kind,
+        messaging.system = "nats",
+        messaging.destination.name = %message.subject,
+        messaging.operation = operation,
+        request_id,
+    );
+    telemetry::continue_trace(&span, |name| {
+        headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+    });
+    span
+}
+
+/// `headers` with the current span's `traceparent` (replacing any).
+pub fn with_traceparent(mut headers: HeaderMap) -> HeaderMap {
+    if let Some(tp) = telemetry::traceparent(&tracing::Span::current()) {
+        headers.insert("traceparent", tp.as_str());
+    }
+    headers
 }
 
 /// A todo as the REST API shows it.

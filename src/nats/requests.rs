@@ -29,9 +29,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use todo_actors::domain::TodoId;
+use tracing::Instrument;
 
 use super::NatsEdge;
-use super::message::{caller, problem, todo_json, values};
+use super::message::{self, caller, problem, request_id, todo_json, values, with_traceparent};
 use crate::service::conditional::if_match_versions;
 use crate::service::idempotency::Key;
 use crate::service::wire::{ListParams, TodoBody, decode_id};
@@ -142,7 +143,20 @@ impl Reply {
 
 /// Answers one request.
 async fn respond(edge: &NatsEdge, endpoint: &'static str, request: service::Request) {
-    let served = serve(edge, endpoint, &request.message).await;
+    let request_id = request_id(request.message.headers.as_ref());
+    let span = message::span("server", endpoint, &request.message, &request_id);
+    respond_in(edge, endpoint, request, request_id)
+        .instrument(span)
+        .await;
+}
+
+async fn respond_in(
+    edge: &NatsEdge,
+    endpoint: &'static str,
+    request: service::Request,
+    request_id: Arc<str>,
+) {
+    let served = serve(edge, endpoint, &request.message, request_id).await;
     let outcome = match &served {
         Ok(_) => "ok",
         Err(e) if e.status() < 500 => "invalid",
@@ -152,12 +166,13 @@ async fn respond(edge: &NatsEdge, endpoint: &'static str, request: service::Requ
     let sent = match served {
         Ok(reply) => {
             request
-                .respond_with_headers(Ok(reply.body), reply.headers)
+                .respond_with_headers(Ok(reply.body), with_traceparent(reply.headers))
                 .await
         }
         Err(e) => {
             let (headers, body) = problem(&e);
             if let Some(reply) = request.message.reply.clone() {
+                let headers = with_traceparent(headers);
                 let _ = edge.client.publish_with_headers(reply, headers, body).await;
             }
             let status = e.status();
@@ -178,9 +193,10 @@ async fn serve(
     edge: &NatsEdge,
     endpoint: &str,
     message: &async_nats::Message,
+    request_id: Arc<str>,
 ) -> Result<Reply, ServiceError> {
     let headers = message.headers.as_ref();
-    let call = caller(edge, headers)?;
+    let call = caller(edge, headers, request_id)?;
     let payload = &message.payload;
     let service = &edge.service;
     match endpoint {

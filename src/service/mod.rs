@@ -35,6 +35,7 @@ use todo_actors::shard::{ReadOutcome, ShardMessage};
 use todo_actors::slot::CallError;
 use todo_actors::writer::{Origin, WriterMessage};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 pub use error::{FieldError, Problem, ServiceError};
 use idempotency::{Key, KeysInFlight};
@@ -42,6 +43,7 @@ use idempotency::{Key, KeysInFlight};
 pub use changes::ChangeStream;
 
 use crate::feed::FeedHub;
+use crate::telemetry;
 
 /// A fresh request id: a per-process random prefix and a counter (no system call per
 /// request, unlike a random UUID). Both edges use it when the caller sent none.
@@ -277,6 +279,12 @@ impl TodoService {
     pub async fn get(&self, call: &Call, id: TodoId) -> Result<Fetched, ServiceError> {
         let _permit = self.admit()?;
         let owner = call.owner.clone();
+        let span = tracing::info_span!(
+            "shard.get",
+            otel.kind = "internal",
+            cache = tracing::field::Empty
+        );
+        let message_span = span.clone();
         let ReadOutcome {
             todo,
             source,
@@ -285,15 +293,22 @@ impl TodoService {
             .handles
             .shard_for(&call.owner)
             .call(
-                |reply| ShardMessage::Get { owner, id, reply },
+                |reply| ShardMessage::Get {
+                    owner,
+                    id,
+                    span: message_span,
+                    reply,
+                },
                 self.settings.request_timeout,
             )
+            .instrument(span.clone())
             .await??;
         let cache = match (stale, source) {
             (true, _) => CacheState::Stale,
             (false, ReadSource::Cache) => CacheState::Hit,
             (false, ReadSource::Db) => CacheState::Miss,
         };
+        span.record("cache", cache.as_str());
         Ok(Fetched { todo, cache })
     }
 
@@ -316,13 +331,20 @@ impl TodoService {
             limit: limit + 1,
             after,
         };
+        let span = tracing::info_span!("shard.list", otel.kind = "internal");
+        let message_span = span.clone();
         let mut todos = self
             .handles
             .shard_for(&call.owner)
             .call(
-                |reply| ShardMessage::List { query, reply },
+                |reply| ShardMessage::List {
+                    query,
+                    span: message_span,
+                    reply,
+                },
                 self.settings.request_timeout,
             )
+            .instrument(span)
             .await??;
         let more = todos.len() > limit as usize;
         todos.truncate(limit as usize);
@@ -401,6 +423,8 @@ impl TodoService {
         key: &Key,
     ) -> Result<Option<StoredReply>, ServiceError> {
         let (lookup_owner, lookup_key) = (owner.clone(), key.as_str().to_owned());
+        let span = tracing::info_span!("shard.replay", otel.kind = "internal");
+        let message_span = span.clone();
         let via_shard = self
             .handles
             .shard_for(owner)
@@ -408,10 +432,12 @@ impl TodoService {
                 |reply| ShardMessage::Replay {
                     owner: lookup_owner,
                     key: lookup_key,
+                    span: message_span,
                     reply,
                 },
                 self.settings.request_timeout,
             )
+            .instrument(span)
             .await;
         match via_shard {
             Ok(answer) => Ok(answer?),
@@ -436,8 +462,19 @@ impl TodoService {
     }
 
     /// Sends a command to the writer and waits for its committed effect.
+    /// The message has its own span (a child of the request's); the writer's batch span
+    /// links to it, and the change's events carry its `traceparent`.
     async fn write(&self, call: &Call, command: WriteCommand) -> Result<WriteEffect, ServiceError> {
-        let origin = Origin::here(Arc::clone(&call.request_id));
+        let span = tracing::info_span!(
+            "writer.write",
+            otel.kind = "internal",
+            todo.op = command.op()
+        );
+        let origin = {
+            let _entered = span.enter();
+            Origin::here(Arc::clone(&call.request_id))
+                .with_trace(telemetry::traceparent(&span).map(Arc::from))
+        };
         Ok(self
             .handles
             .writer
@@ -449,6 +486,7 @@ impl TodoService {
                 },
                 self.settings.request_timeout,
             )
+            .instrument(span)
             .await??)
     }
 }

@@ -168,7 +168,11 @@ async fn a_black_holed_database_gets_fast_503s_and_full_service_returns_within_5
                 .map(str::to_owned)
         }
     };
-    assert_eq!(db_up(&app).await.as_deref(), Some("0"), "the outage shows in todo_db_up");
+    assert_eq!(
+        db_up(&app).await.as_deref(),
+        Some("0"),
+        "the outage shows in todo_db_up"
+    );
 
     // Act: the network comes back.
     proxy.restore();

@@ -16,5 +16,6 @@ mod proxy;
 mod replicas;
 mod service;
 mod store;
+mod telemetry;
 mod todobackend;
 mod todos;

@@ -65,7 +65,10 @@ async fn a_row_the_database_rejects_fails_alone_and_the_rest_of_the_batch_commit
         },
     ];
     // Act
-    let results = conn.apply_batch(&batch).await.expect("batch committed");
+    let results = conn
+        .apply_batch(&batch, &[])
+        .await
+        .expect("batch committed");
     // Assert: the bad one fails alone, with a fixed message (PostgreSQL's own text names
     // the constraint and the table: it goes to the log, never to a client).
     assert_eq!(results[0], Ok(WriteEffect::Created(good1)));
@@ -124,10 +127,13 @@ async fn settling_a_session_ends_it_and_rolls_back_what_it_left_uncommitted() {
     let todo = new_todo("before");
     let mut writer = store.connect_writer().await.expect("connect");
     writer
-        .apply_batch(&[WriteCommand::Create {
-            todo: todo.clone(),
-            idempotency: None,
-        }])
+        .apply_batch(
+            &[WriteCommand::Create {
+                todo: todo.clone(),
+                idempotency: None,
+            }],
+            &[],
+        )
         .await
         .expect("created");
     let session = writer.session();

@@ -22,6 +22,7 @@ use crate::limbo::{Keys, Limbo};
 use crate::metrics::ReadSource;
 use crate::slot::took_message;
 use crate::store::{ReadConn, StoreError, TodoStore};
+use tracing::Instrument;
 
 /// How often a shard without a usable connection tries to reconnect by itself.
 const TICK_EVERY: Duration = Duration::from_secs(1);
@@ -56,6 +57,8 @@ pub struct ShardArgs {
 
 struct InFlightList {
     waiters: Vec<ListReply>,
+    /// The query's span: each joiner's message span is linked to it.
+    span: tracing::Span,
 }
 
 /// A point read waiting for the database.
@@ -63,6 +66,8 @@ struct Miss {
     owner: Owner,
     id: TodoId,
     reply: GetReply,
+    /// The message's span: the query that answers it links to it.
+    span: tracing::Span,
     /// The cached copy, when the cache is not to be trusted but had one: served, marked
     /// stale, if the database cannot be read.
     fallback: Option<Todo>,
@@ -85,8 +90,8 @@ impl Miss {
 
 /// A request that needs the database while no connection is ready.
 enum Parked {
-    List(ListQuery, ListReply),
-    Replay(Owner, String, ReplayReply),
+    List(ListQuery, tracing::Span, ListReply),
+    Replay(Owner, String, tracing::Span, ReplayReply),
 }
 
 /// A shard's mutable state.
@@ -209,19 +214,29 @@ impl<S: TodoStore> Actor for Shard<S> {
         let started = Instant::now();
         sync_coherence(state);
         match message {
-            ShardMessage::Get { owner, id, reply } => {
+            ShardMessage::Get {
+                owner,
+                id,
+                span,
+                reply,
+            } => {
                 took_message(&state.depth);
-                get(&myself, state, owner, id, reply);
+                get(&myself, state, owner, id, span, reply);
             }
-            ShardMessage::List { query, reply } => {
+            ShardMessage::List { query, span, reply } => {
                 took_message(&state.depth);
-                self.list(&myself, state, query, reply);
+                self.list(&myself, state, query, span, reply);
             }
-            ShardMessage::Replay { owner, key, reply } => {
+            ShardMessage::Replay {
+                owner,
+                key,
+                span,
+                reply,
+            } => {
                 took_message(&state.depth);
                 match self.usable_reader(&myself, state) {
-                    Some(reader) => replay(state, reader, owner, key, reply),
-                    None => state.parked.push(Parked::Replay(owner, key, reply)),
+                    Some(reader) => replay(state, reader, owner, key, &span, reply),
+                    None => state.parked.push(Parked::Replay(owner, key, span, reply)),
                 }
             }
             ShardMessage::Apply(effects) => {
@@ -337,11 +352,11 @@ impl<S: TodoStore> Shard<S> {
                 self.flush_misses(myself, state);
                 for p in parked {
                     match p {
-                        Parked::List(query, reply) => {
-                            start_list(myself, state, Arc::clone(&reader), query, reply);
+                        Parked::List(query, span, reply) => {
+                            start_list(myself, state, Arc::clone(&reader), query, &span, reply);
                         }
-                        Parked::Replay(owner, key, reply) => {
-                            replay(state, Arc::clone(&reader), owner, key, reply);
+                        Parked::Replay(owner, key, span, reply) => {
+                            replay(state, Arc::clone(&reader), owner, key, &span, reply);
                         }
                     }
                 }
@@ -352,10 +367,10 @@ impl<S: TodoStore> Shard<S> {
                 }
                 for p in parked {
                     match p {
-                        Parked::List(_, reply) => {
+                        Parked::List(_, _, reply) => {
                             let _ = reply.send(Err(db_unreachable()));
                         }
-                        Parked::Replay(_, _, reply) => {
+                        Parked::Replay(_, _, _, reply) => {
                             let _ = reply.send(Err(db_unreachable()));
                         }
                     }
@@ -383,9 +398,23 @@ impl<S: TodoStore> Shard<S> {
         let sink = Arc::clone(&state.handles.sink);
         let timeout = state.db_timeout;
         let myself = myself.clone();
+        // One query for many requests: a root span linked to each of their messages.
+        let sql = tracing::info_span!(
+            parent: None,
+            "db.get_todos",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = "get_todos",
+            shard = %state.name,
+            batch.size = keys.len(),
+        );
+        for miss in &misses {
+            sql.follows_from(&miss.span);
+        }
         tokio::spawn(async move {
             sink.query_batch(keys.len());
-            let result = match tokio::time::timeout(timeout, reader.get_todos(&keys)).await {
+            let query = reader.get_todos(&keys).instrument(sql);
+            let result = match tokio::time::timeout(timeout, query).await {
                 Ok(r) => r,
                 Err(_) => {
                     let _ = myself.cast(ShardMessage::ReaderBroken { generation });
@@ -430,6 +459,7 @@ impl<S: TodoStore> Shard<S> {
         myself: &ActorRef<ShardMessage>,
         state: &mut ShardState<S::Reader>,
         query: ListQuery,
+        span: tracing::Span,
         reply: ListReply,
     ) {
         if let Some(list) = state
@@ -437,12 +467,13 @@ impl<S: TodoStore> Shard<S> {
             .get(&query)
             .and_then(|token| state.lists.get_mut(token))
         {
+            list.span.follows_from(&span);
             list.waiters.push(reply);
             return;
         }
         match self.usable_reader(myself, state) {
-            Some(reader) => start_list(myself, state, reader, query, reply),
-            None => state.parked.push(Parked::List(query, reply)),
+            Some(reader) => start_list(myself, state, reader, query, &span, reply),
+            None => state.parked.push(Parked::List(query, span, reply)),
         }
     }
 }
@@ -452,6 +483,7 @@ fn get<R: ReadConn>(
     state: &mut ShardState<R>,
     owner: Owner,
     id: TodoId,
+    span: tracing::Span,
     reply: GetReply,
 ) {
     // A todo in limbo is never served from the cache (nor cached: see `fill`). While the
@@ -483,6 +515,7 @@ fn get<R: ReadConn>(
         owner,
         id,
         reply,
+        span,
         fallback,
     });
     if !state.flush_scheduled {
@@ -499,6 +532,7 @@ fn start_list<R: ReadConn>(
     state: &mut ShardState<R>,
     reader: Arc<R>,
     query: ListQuery,
+    span: &tracing::Span,
     reply: ListReply,
 ) {
     if let Some(list) = state
@@ -506,9 +540,18 @@ fn start_list<R: ReadConn>(
         .get(&query)
         .and_then(|token| state.lists.get_mut(token))
     {
+        list.span.follows_from(span);
         list.waiters.push(reply);
         return;
     }
+    let sql = tracing::info_span!(
+        parent: span,
+        "db.list_todos",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "list_todos",
+        shard = %state.name,
+    );
     let token = state.next_token;
     state.next_token += 1;
     // While any of the owner's todos is in limbo, each list reads for itself.
@@ -519,12 +562,14 @@ fn start_list<R: ReadConn>(
         token,
         InFlightList {
             waiters: vec![reply],
+            span: sql.clone(),
         },
     );
     let (timeout, generation) = (state.db_timeout, state.generation);
     let myself = myself.clone();
     tokio::spawn(async move {
-        let result = match tokio::time::timeout(timeout, reader.list_todos(&query)).await {
+        let listed = reader.list_todos(&query).instrument(sql);
+        let result = match tokio::time::timeout(timeout, listed).await {
             Ok(r) => r,
             Err(_) => {
                 let _ = myself.cast(ShardMessage::ReaderBroken { generation });
@@ -542,11 +587,20 @@ fn replay<R: ReadConn>(
     reader: Arc<R>,
     owner: Owner,
     key: String,
+    span: &tracing::Span,
     reply: ReplayReply,
 ) {
     let timeout = state.db_timeout;
+    let sql = tracing::info_span!(
+        parent: span,
+        "db.get_reply",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "get_reply",
+    );
     tokio::spawn(async move {
-        let answer = match tokio::time::timeout(timeout, reader.get_reply(&owner, &key)).await {
+        let lookup = reader.get_reply(&owner, &key).instrument(sql);
+        let answer = match tokio::time::timeout(timeout, lookup).await {
             Ok(Ok(stored)) => Ok(stored),
             Ok(Err(e)) => {
                 tracing::warn!(error.message = %e, "idempotency lookup failed");

@@ -26,6 +26,8 @@ pub enum ShardMessage {
         owner: Owner,
         /// Which.
         id: TodoId,
+        /// The caller's span for this message: a database read made for it links to it.
+        span: tracing::Span,
         /// Where the answer goes.
         reply: RpcReplyPort<Result<ReadOutcome, DomainError>>,
     },
@@ -33,6 +35,9 @@ pub enum ShardMessage {
     List {
         /// The query (identical queries in flight are coalesced).
         query: ListQuery,
+        /// The caller's span for this message: the list query is its child (or, when
+        /// joined, links to it).
+        span: tracing::Span,
         /// Where the answer goes.
         reply: RpcReplyPort<Result<Vec<Todo>, DomainError>>,
     },
@@ -42,6 +47,8 @@ pub enum ShardMessage {
         owner: Owner,
         /// The `Idempotency-Key`.
         key: String,
+        /// The caller's span for this message: the lookup is its child.
+        span: tracing::Span,
         /// Where the answer goes.
         reply: RpcReplyPort<Result<Option<StoredReply>, DomainError>>,
     },

@@ -127,7 +127,14 @@ async fn a_list_sent_after_a_committed_change_does_not_join_an_older_query() {
         tokio::spawn(async move {
             handles
                 .shard_for(&query.owner.clone())
-                .call(|reply| ShardMessage::List { query, reply }, CALL_TIMEOUT)
+                .call(
+                    |reply| ShardMessage::List {
+                        query,
+                        span: tracing::Span::current(),
+                        reply,
+                    },
+                    CALL_TIMEOUT,
+                )
                 .await
         })
     };
@@ -168,7 +175,15 @@ async fn a_load_overtaken_by_a_delete_does_not_resurrect_the_todo() {
         tokio::spawn(async move {
             handles
                 .shard_for(&owner.clone())
-                .call(|reply| ShardMessage::Get { owner, id, reply }, CALL_TIMEOUT)
+                .call(
+                    |reply| ShardMessage::Get {
+                        owner,
+                        id,
+                        span: tracing::Span::current(),
+                        reply,
+                    },
+                    CALL_TIMEOUT,
+                )
                 .await
         })
     };
@@ -302,6 +317,7 @@ async fn a_slow_reconnect_never_holds_up_cache_hits() {
                     |reply| ShardMessage::Get {
                         owner: alice,
                         id: uncached.id,
+                        span: tracing::Span::current(),
                         reply,
                     },
                     CALL_TIMEOUT,

@@ -438,16 +438,26 @@ async fn run_batch<S: TodoStore>(
         .map(|o| &*o.request_id)
         .collect::<Vec<_>>()
         .join(",");
-    let span =
-        tracing::info_span!("write_batch", size = commands.len(), request_ids = %request_ids);
+    // A root of its own (not under the actor's lifelong span), linked to every write
+    // message it carries.
+    let span = tracing::info_span!(
+        parent: None,
+        "writer.batch",
+        otel.kind = "internal",
+        batch.size = commands.len(),
+        request_ids = %request_ids
+    );
     for origin in &origins {
         span.follows_from(&origin.span);
     }
     let session = AtomicU64::new(NO_SESSION);
-    let attempt = AssertUnwindSafe(commit(&shared, &handles, &commands, deadline, &session))
-        .catch_unwind()
-        .instrument(span.clone())
-        .await;
+    let traces: Vec<Option<Arc<str>>> = origins.iter().map(|o| o.trace.clone()).collect();
+    let attempt = AssertUnwindSafe(commit(
+        &shared, &handles, &commands, &traces, deadline, &session,
+    ))
+    .catch_unwind()
+    .instrument(span.clone())
+    .await;
     let _entered = span.enter();
     let failure = match attempt {
         Ok(Ok(results)) => {
@@ -520,6 +530,7 @@ async fn commit<S: TodoStore>(
     shared: &WriterShared<S>,
     handles: &ActorHandles,
     commands: &[WriteCommand],
+    traces: &[Option<Arc<str>>],
     deadline: Instant,
     session: &AtomicU64,
 ) -> Result<Vec<WriteReply>, Failure> {
@@ -533,7 +544,19 @@ async fn commit<S: TodoStore>(
             .map_err(Failure::NotApplied)?;
         let this_session = conn.session();
         session.store(this_session.0, Ordering::SeqCst);
-        let applied = tokio::time::timeout_at(deadline.into(), conn.apply_batch(commands)).await;
+        let sql = tracing::info_span!(
+            "db.apply_batch",
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = "apply_batch",
+            batch.size = commands.len(),
+            attempt
+        );
+        let applied = tokio::time::timeout_at(
+            deadline.into(),
+            conn.apply_batch(commands, traces).instrument(sql),
+        )
+        .await;
         match applied {
             Ok(Ok(results)) => {
                 shared.give_back(conn);

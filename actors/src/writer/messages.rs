@@ -21,6 +21,9 @@ pub struct Origin {
     /// When the request reached the service: the writer answers within its database
     /// timeout of this instant, whatever the queue.
     pub arrived: Instant,
+    /// The request's W3C `traceparent`, stored with the change's event so the events
+    /// published from the outbox carry it on.
+    pub trace: Option<Arc<str>>,
 }
 
 impl Origin {
@@ -30,7 +33,14 @@ impl Origin {
             request_id,
             span: tracing::Span::current(),
             arrived: Instant::now(),
+            trace: None,
         }
+    }
+
+    /// The same, with the request's `traceparent`.
+    pub fn with_trace(mut self, trace: Option<Arc<str>>) -> Self {
+        self.trace = trace;
+        self
     }
 }
 
