@@ -329,6 +329,9 @@ def k8s_refs(recorded):
                 for key, text in (doc.get("data") or {}).items():
                     if key.endswith(".json"):
                         refs += dashboard_refs(json.loads(text), f"{rel}: {key}")
+    for path in sorted(glob.glob(os.path.join(ROOT, "k8s/**/dashboards/*.json"), recursive=True)):
+        with open(path, encoding="utf-8") as f:
+            refs += dashboard_refs(json.load(f), os.path.relpath(path, ROOT))
     sys.path.insert(0, os.path.dirname(__file__))
     import autoscaling  # noqa: E402  (scripts/ops/lib)
     for rel, metric in hpa_metrics:
