@@ -4,7 +4,9 @@
 #     and metrics-server (resource metrics for the HPA's CPU target);
 #   - the IAM of the add-ons that call AWS, through EKS Pod Identity (role trusted by
 #     pods.eks.amazonaws.com for one namespace/ServiceAccount of this cluster, plus an
-#     association): the EBS CSI driver, the AWS Load Balancer Controller and Karpenter;
+#     association): the EBS CSI driver, the AWS Load Balancer Controller, Karpenter, and
+#     Fluent Bit (writes the service's log lines into the application log groups of
+#     modules/observability, nothing else);
 #   - Karpenter's node role (with its EKS access entry) and its interruption queue, fed by
 #     EventBridge with spot interruptions, rebalance recommendations, scheduled
 #     maintenance and instance state changes.
@@ -37,6 +39,10 @@ locals {
     karpenter = {
       namespace       = "kube-system"
       service_account = "karpenter"
+    }
+    fluent_bit = {
+      namespace       = "logging"
+      service_account = "fluent-bit"
     }
   }
 
@@ -210,6 +216,33 @@ resource "aws_iam_policy" "lb_controller" {
 resource "aws_iam_role_policy_attachment" "lb_controller" {
   role       = aws_iam_role.pod_identity["lb_controller"].name
   policy_arn = aws_iam_policy.lb_controller.arn
+}
+
+# --- Fluent Bit ---------------------------------------------------------------------------------
+
+# Fluent Bit's cloudwatch_logs output (k8s/cluster-addons/base/fluent-bit.yaml) writes into
+# the existing, encrypted log groups only: it may create streams and put events there, but
+# not create groups (auto_create_group off) or change their retention. The log groups'
+# KMS key lets the CloudWatch Logs service encrypt; the writer needs no KMS permission.
+data "aws_iam_policy_document" "fluent_bit" {
+  statement {
+    sid       = "WriteApplicationLogGroups"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = flatten([for arn in var.application_log_group_arns : [arn, "${arn}:log-stream:*"]])
+  }
+}
+
+resource "aws_iam_policy" "fluent_bit" {
+  name        = "${var.cluster_name}-fluent-bit"
+  description = "Fluent Bit of ${var.cluster_name}: write the application log groups"
+  policy      = data.aws_iam_policy_document.fluent_bit.json
+
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "fluent_bit" {
+  role       = aws_iam_role.pod_identity["fluent_bit"].name
+  policy_arn = aws_iam_policy.fluent_bit.arn
 }
 
 # --- Karpenter ----------------------------------------------------------------------------------

@@ -14,3 +14,13 @@ variable "tags" {
   description = "Extra tags for every resource."
   default     = {}
 }
+
+variable "application_log_group_arns" {
+  type        = list(string)
+  description = "ARNs (without the trailing :*) of the CloudWatch log groups Fluent Bit writes the service's logs into (modules/observability's application_log_group_arns)."
+
+  validation {
+    condition     = length(var.application_log_group_arns) > 0
+    error_message = "Fluent Bit needs at least one application log group to write into."
+  }
+}

@@ -8,6 +8,11 @@ output "alarm_topic_arn" {
   value       = aws_sns_topic.alarms.arn
 }
 
+output "application_log_group_arns" {
+  description = "ARNs of the application log groups created here (without the trailing :*), for the writers' IAM policies (Fluent Bit in modules/cluster-addons)."
+  value       = [for g in aws_cloudwatch_log_group.application : g.arn]
+}
+
 output "application_log_group_names" {
   description = "Names of the application log groups created here."
   value       = [for g in aws_cloudwatch_log_group.application : g.name]

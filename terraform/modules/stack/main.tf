@@ -78,12 +78,14 @@ module "eks" {
 }
 
 # EKS managed add-ons (Pod Identity agent, EBS CSI driver, metrics-server) and the IAM of
-# the add-ons Argo CD installs from k8s/cluster-addons (Load Balancer Controller, Karpenter).
+# the add-ons Argo CD installs from k8s/cluster-addons (Load Balancer Controller, Karpenter,
+# Fluent Bit into the application log group).
 module "cluster_addons" {
   source = "../cluster-addons"
 
-  cluster_name   = module.eks.node_group_cluster_name
-  addon_versions = var.eks_addon_versions
+  cluster_name               = module.eks.node_group_cluster_name
+  addon_versions             = var.eks_addon_versions
+  application_log_group_arns = module.observability.application_log_group_arns
 }
 
 module "ecr" {

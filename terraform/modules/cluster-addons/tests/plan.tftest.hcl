@@ -38,7 +38,8 @@ mock_provider "aws" {
 }
 
 variables {
-  cluster_name = "todo-qa"
+  cluster_name               = "todo-qa"
+  application_log_group_arns = ["arn:aws:logs:eu-west-1:123456789012:log-group:/todo/qa/todo-service"]
 }
 
 run "managed_addons_and_pod_identities" {
@@ -68,6 +69,14 @@ run "managed_addons_and_pod_identities" {
       && aws_eks_pod_identity_association.this["karpenter"].service_account == "karpenter"
     )
     error_message = "Karpenter's role must be associated with kube-system/karpenter (its Application's serviceAccount.name)."
+  }
+
+  assert {
+    condition = (
+      aws_eks_pod_identity_association.this["fluent_bit"].namespace == "logging"
+      && aws_eks_pod_identity_association.this["fluent_bit"].service_account == "fluent-bit"
+    )
+    error_message = "Fluent Bit's role must be associated with logging/fluent-bit (its Application's serviceAccount.name)."
   }
 }
 
