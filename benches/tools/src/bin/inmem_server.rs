@@ -169,12 +169,24 @@ fn valid_title(t: &str) -> bool {
     (1..=1000).contains(&n) && !t.trim().is_empty() && !t.chars().any(char::is_control)
 }
 
-fn decode(body: &Bytes) -> Result<Body, Response> {
+fn decode(headers: &HeaderMap, body: &Bytes) -> Result<Body, Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+    if !json {
+        return Err(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| problem(StatusCode::BAD_REQUEST, &e.to_string()))
 }
 
 fn create(store: Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let b = match decode(&body) {
+    let b = match decode(&headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -229,7 +241,7 @@ fn patch(store: Shared, id: String, headers: HeaderMap, body: Bytes) -> Response
     let Ok(id) = Uuid::parse_str(&id) else {
         return problem(StatusCode::NOT_FOUND, "no such todo");
     };
-    let b = match decode(&body) {
+    let b = match decode(&headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };

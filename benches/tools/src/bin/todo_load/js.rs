@@ -196,19 +196,31 @@ pub async fn run(a: Args) -> Result<Line, String> {
 }
 
 pub async fn check(a: CheckArgs) -> Result<Line, String> {
+    // the raw API (a typed account info does not parse every server version's answer)
     let client = connect(&a.url).await?;
-    let js = ContextBuilder::new()
-        .timeout(Duration::from_secs(3))
-        .build(client);
-    let account = js
-        .query_account()
-        .await
-        .map_err(|e| format!("JetStream is not available at {}: {e}", a.url))?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$JS.API.INFO", Bytes::new()),
+    )
+    .await
+    .map_err(|_| format!("JetStream did not answer at {}", a.url))?
+    .map_err(|e| format!("JetStream is not available at {}: {e}", a.url))?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("JetStream's account info is not JSON: {e}"))?;
+    if let Some(err) = info.get("error") {
+        return Err(format!("JetStream is not available at {}: {err}", a.url));
+    }
+    let n = |k: &str| info.get(k).and_then(serde_json::Value::as_i64).unwrap_or(-1);
     Ok(Line::new()
         .kv("jetstream", 1)
-        .kv("streams", account.streams)
-        .kv("storage", account.storage)
-        .kv("max_storage", account.limits.max_storage.unwrap_or(-1)))
+        .kv("streams", n("streams"))
+        .kv("storage", n("storage"))
+        .kv(
+            "max_storage",
+            info.pointer("/limits/max_storage")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(-1),
+        ))
 }
 
 pub async fn cleanup(a: CleanupArgs) -> Result<Line, String> {
