@@ -5,7 +5,7 @@
 //! from the POST's 201 to the `created` event with that title on the owner's stream.
 //!
 //! Line: `streams opened open_failed open_s changes posted post_errors delivered missed
-//! misrouted duplicates dropped early p50_ms p99_ms max_ms post_p99_ms cpu_us`
+//! misrouted duplicates dropped early p50_ms p99_ms max_ms post_p99_ms load_cpu_us`
 //! - `missed`: a 201 whose event did not arrive within `--wait-s` after the last change;
 //! - `misrouted`: an event on another owner's stream (must be 0: owners are isolated);
 //! - `dropped`: streams that ended or failed before the run was over;
@@ -395,5 +395,5 @@ pub async fn run(a: Args) -> Result<Line, String> {
         .kv("p99_ms", ms(hist.value_at_quantile(0.99)))
         .kv("max_ms", ms(hist.max()))
         .kv("post_p99_ms", ms(post_hist.value_at_quantile(0.99)))
-        .kv("cpu_us", cpu))
+        .kv("load_cpu_us", cpu))
 }

@@ -6,7 +6,7 @@
 //! work so it adds little error and little load).
 //!
 //! Line: `commands published pub_s pub_rate applied applied_s applied_rate missing
-//! pub_errors duplicates polls cpu_us cpu_us_per_cmd`.
+//! pub_errors duplicates polls load_cpu_us load_cpu_us_per_cmd`.
 //!
 //! Also `nats-check` (is JetStream there?) and `nats-cleanup` (delete a prefix's streams).
 
@@ -191,8 +191,8 @@ pub async fn run(a: Args) -> Result<Line, String> {
         .kv("pub_errors", pub_errors)
         .kv("duplicates", duplicates)
         .kv("polls", polls)
-        .kv("cpu_us", cpu)
-        .f("cpu_us_per_cmd", cpu as f64 / a.count as f64))
+        .kv("load_cpu_us", cpu)
+        .f("load_cpu_us_per_cmd", cpu as f64 / a.count as f64))
 }
 
 pub async fn check(a: CheckArgs) -> Result<Line, String> {

@@ -14,7 +14,7 @@
 //! todo-load nats-cleanup --url … --prefix todo   # delete the prefix's three streams
 //! ```
 //!
-//! CPU figures (`cpu_us_per_*`) are this process's own user + system time
+//! CPU figures (`load_cpu_us*`) are this process's own user + system time
 //! (`getrusage(RUSAGE_SELF)`, the same counters as `/proc/self/stat` utime + stime, in µs)
 //! over the measured window, divided by the requests: the load tool's share of the cost
 //! model.

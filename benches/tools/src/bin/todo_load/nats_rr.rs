@@ -3,7 +3,7 @@
 //! sent as soon as the previous one was answered, for `--seconds`.
 //!
 //! Line: `requests duration_us rps p50_us p99_us max_us ok err_status err_timeout
-//! err_noresp err_other cpu_us cpu_us_per_req` (`err_status`: replies with a
+//! err_noresp err_other load_cpu_us load_cpu_us_per_req` (`err_status`: replies with a
 //! `Nats-Service-Error-Code` header; they count in `requests` and the latencies, as wrk
 //! counts non-2xx responses).
 
@@ -226,6 +226,6 @@ pub async fn run(a: Args) -> Result<Line, String> {
         .kv("err_noresp", all.err_noresp)
         .kv("err_other", all.err_other)
         .kv("ids_written", if a.ids_out.is_some() { all.ids.len() } else { 0 })
-        .kv("cpu_us", cpu)
-        .f("cpu_us_per_req", if requests > 0 { cpu as f64 / requests as f64 } else { 0.0 }))
+        .kv("load_cpu_us", cpu)
+        .f("load_cpu_us_per_req", if requests > 0 { cpu as f64 / requests as f64 } else { 0.0 }))
 }
