@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -102,9 +102,7 @@ impl Store {
     }
 
     fn shard(&self, id: &Uuid) -> &RwLock<HashMap<Uuid, Todo>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        let i = (h.finish() as usize) % self.shards.len();
+        let i = (self.hasher.hash_one(id) as usize) % self.shards.len();
         &self.shards[i]
     }
 }
@@ -169,6 +167,7 @@ fn valid_title(t: &str) -> bool {
     (1..=1000).contains(&n) && !t.trim().is_empty() && !t.chars().any(char::is_control)
 }
 
+#[allow(clippy::result_large_err)] // an error is a whole response, answered as is
 fn decode(headers: &HeaderMap, body: &Bytes) -> Result<Body, Response> {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -249,7 +248,10 @@ fn patch(store: Shared, id: String, headers: HeaderMap, body: Bytes) -> Response
         return problem(StatusCode::BAD_REQUEST, "title: 1-1000 characters");
     }
     if b.title.is_none() && b.completed.is_none() && b.order.is_none() {
-        return problem(StatusCode::BAD_REQUEST, "give at least one of title, completed, order");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "give at least one of title, completed, order",
+        );
     }
     let mut shard = store.shard(&id).write().expect("lock");
     let Some(todo) = shard.get_mut(&id) else {

@@ -92,9 +92,8 @@ impl Shared {
 fn jwt(secret: &[u8], sub: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = B64.encode(
-        serde_json::json!({ "sub": sub, "iat": now, "exp": now + 3600 }).to_string(),
-    );
+    let claims =
+        B64.encode(serde_json::json!({ "sub": sub, "iat": now, "exp": now + 3600 }).to_string());
     let signing_input = format!("{header}.{claims}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(signing_input.as_bytes());
@@ -246,7 +245,8 @@ pub async fn run(a: Args) -> Result<Line, String> {
     }
     let open_deadline = open_started + Duration::from_secs(a.open_timeout_s);
     loop {
-        let done = shared.opened.load(Ordering::Relaxed) + shared.open_failed.load(Ordering::Relaxed);
+        let done =
+            shared.opened.load(Ordering::Relaxed) + shared.open_failed.load(Ordering::Relaxed);
         if done >= a.streams {
             break;
         }
@@ -257,7 +257,8 @@ pub async fn run(a: Args) -> Result<Line, String> {
                 a.streams, a.open_timeout_s
             ));
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), shared.opened_notify.notified()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(100), shared.opened_notify.notified()).await;
     }
     let open_s = open_started.elapsed().as_secs_f64();
     let opened = shared.opened.load(Ordering::Relaxed);

@@ -210,7 +210,11 @@ pub async fn check(a: CheckArgs) -> Result<Line, String> {
     if let Some(err) = info.get("error") {
         return Err(format!("JetStream is not available at {}: {err}", a.url));
     }
-    let n = |k: &str| info.get(k).and_then(serde_json::Value::as_i64).unwrap_or(-1);
+    let n = |k: &str| {
+        info.get(k)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(-1)
+    };
     Ok(Line::new()
         .kv("jetstream", 1)
         .kv("streams", n("streams"))

@@ -29,7 +29,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Load generators for scripts/bench (NATS request/reply, JetStream commands, change feed)")]
+#[command(
+    about = "Load generators for scripts/bench (NATS request/reply, JetStream commands, change feed)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -122,7 +122,12 @@ pub async fn run(a: Args) -> Result<Line, String> {
         clients[0]
             .request_with_headers(subject.clone(), h, probe)
             .await
-            .map_err(|e| format!("no answer on {subject} (is the service up with NATS_PREFIX={}?): {e}", a.prefix))?;
+            .map_err(|e| {
+                format!(
+                    "no answer on {subject} (is the service up with NATS_PREFIX={}?): {e}",
+                    a.prefix
+                )
+            })?;
     }
 
     let want_ids = if a.op == Op::Create && a.ids_out.is_some() {
@@ -225,7 +230,21 @@ pub async fn run(a: Args) -> Result<Line, String> {
         .kv("err_timeout", all.err_timeout)
         .kv("err_noresp", all.err_noresp)
         .kv("err_other", all.err_other)
-        .kv("ids_written", if a.ids_out.is_some() { all.ids.len() } else { 0 })
+        .kv(
+            "ids_written",
+            if a.ids_out.is_some() {
+                all.ids.len()
+            } else {
+                0
+            },
+        )
         .kv("load_cpu_us", cpu)
-        .f("load_cpu_us_per_req", if requests > 0 { cpu as f64 / requests as f64 } else { 0.0 }))
+        .f(
+            "load_cpu_us_per_req",
+            if requests > 0 {
+                cpu as f64 / requests as f64
+            } else {
+                0.0
+            },
+        ))
 }
