@@ -440,6 +440,11 @@ pub struct TelemetrySettings {
     /// `service.name` of the spans.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "todo-service")]
     pub service_name: String,
+    /// `true` turns tracing off altogether: no spans exported, no trace ids in logs,
+    /// `traceparent` neither read nor passed on.
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub sdk_disabled: bool,
 }
 
 impl TelemetrySettings {

@@ -12,7 +12,8 @@
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set,
 //!   over HTTP/protobuf by default or HTTP/JSON (`OTEL_EXPORTER_OTLP_PROTOCOL`), from a
 //!   batch processor on its own thread (`OTEL_BSP_*`), sampled per `OTEL_TRACES_SAMPLER`
-//!   (parent-based always-on by default). Export never blocks a request: a full queue
+//!   (parent-based always-on by default). `OTEL_SDK_DISABLED=true` turns tracing off
+//!   (no trace ids in logs either). Export never blocks a request: a full queue
 //!   drops spans, a failed export is logged by the SDK. Resource: `service.name`
 //!   (`OTEL_SERVICE_NAME`, default `todo-service`), `service.version`,
 //!   `service.instance.id` (this process's replica id), plus `OTEL_RESOURCE_ATTRIBUTES`.
@@ -89,6 +90,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     .unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = provider(settings)?;
     let tracer = provider.tracer("todo-service");
+    let tracing_on = !settings.sdk_disabled;
     // ractor's lifelong "Actor" spans are not traced: they would only be exported when
     // an actor stops, leaving everything under them orphaned until then.
     let otel = tracing_opentelemetry::layer()
@@ -98,11 +100,12 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             !(meta.is_span() && meta.target().starts_with("ractor"))
         }));
+    let otel = tracing_on.then_some(otel);
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(otel)
         .with(SpanFields);
-    let exporting = settings.traces_endpoint().is_some();
+    let exporting = tracing_on && settings.traces_endpoint().is_some();
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(
@@ -136,7 +139,10 @@ fn provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, Telemetry
         ])
         .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    let Some(endpoint) = settings.traces_endpoint() else {
+    let endpoint = settings
+        .traces_endpoint()
+        .filter(|_| !settings.sdk_disabled);
+    let Some(endpoint) = endpoint else {
         return Ok(builder.build());
     };
     let protocol = match settings.otlp_protocol.as_str() {

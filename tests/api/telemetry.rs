@@ -673,6 +673,30 @@ async fn spans_still_buffered_at_sigterm_are_flushed_before_the_process_exits() 
 }
 
 #[tokio::test]
+async fn otel_sdk_disabled_turns_tracing_off() {
+    let receiver = Receiver::start().await;
+    let p = start_traced(&receiver, &[("OTEL_SDK_DISABLED", "true")]).await;
+    let (_, _, traceparent) = caller_context();
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/todos", p.address))
+        .header("traceparent", &traceparent)
+        .header("x-request-id", "untraced")
+        .json(&json!({ "title": "untraced" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(receiver.spans().is_empty(), "nothing exported");
+    let access = p.log_lines_with("\"untraced\"");
+    assert!(!access.is_empty(), "the access line is written");
+    assert!(
+        access.iter().all(|l| !l.contains("trace_id")),
+        "no trace ids: {access:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_collector_never_fails_or_slows_a_request() {
     // Nothing listens on the collector's port: exports fail in the background.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
