@@ -21,7 +21,8 @@
 //! [`TelemetryGuard::shutdown`] flushes the exporter: the last step of shutdown.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::io::{self, BufWriter, Write as _};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -29,7 +30,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -53,16 +54,94 @@ pub fn instance_id() -> uuid::Uuid {
 #[must_use]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    logs: Option<BufferedStdout>,
 }
 
 impl TelemetryGuard {
-    /// Flushes and stops the exporter (it waits for the batch in flight).
+    /// Flushes and stops the exporter (it waits for the batch in flight), then writes
+    /// out the log lines still buffered.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(e) = provider.shutdown()
         {
             eprintln!("todo-service: flushing traces failed: {e}");
         }
+        if let Some(logs) = self.logs {
+            logs.flush();
+        }
+    }
+}
+
+/// Log lines go to stdout through one 64 KiB buffer, written out when full and every
+/// [`LOG_FLUSH_EVERY`] (and at shutdown): a busy service makes one `write` for many
+/// lines instead of one per line. A process killed with SIGKILL loses at most the last
+/// [`LOG_FLUSH_EVERY`] of lines.
+#[derive(Clone)]
+struct BufferedStdout(Arc<Mutex<BufWriter<io::Stdout>>>);
+
+/// How long a log line may wait in the buffer.
+const LOG_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl BufferedStdout {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            io::stdout(),
+        ))))
+    }
+
+    /// Starts the thread writing the buffer out every [`LOG_FLUSH_EVERY`].
+    fn start_flushing(&self) {
+        let flusher = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(LOG_FLUSH_EVERY);
+                    flusher.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!(
+                "todo-service: no log flush thread ({e}): lines are written when the buffer fills"
+            );
+        }
+    }
+
+    fn flush(&self) {
+        let mut out = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = out.flush();
+    }
+}
+
+/// One event's line into the shared buffer.
+struct BufferedLine<'a>(std::sync::MutexGuard<'a, BufWriter<io::Stdout>>);
+
+impl io::Write for BufferedLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        // Written out by the flush thread, not per line.
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferedStdout {
+    type Writer = BufferedLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        BufferedLine(
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -97,6 +176,10 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         .with_tracer(tracer)
         .with_location(false)
         .with_threads(false)
+        // Neither busy/idle timings (a clock read on every poll) nor an OpenTelemetry
+        // context attached on every enter: spans carry their context themselves.
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             !(meta.is_span() && meta.target().starts_with("ractor"))
         }));
@@ -106,12 +189,14 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         .with(otel)
         .with(SpanFields);
     let exporting = tracing_on && settings.traces_endpoint().is_some();
+    let logs = BufferedStdout::new();
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(NoFields)
                     .event_format(FlatJson)
-                    .with_writer(std::io::stdout),
+                    .with_writer(logs.clone()),
             )
             .try_init(),
         LogFormat::Pretty => registry
@@ -121,10 +206,15 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     if result.is_err() {
         // Another subscriber was installed first (tests): keep it, export nothing.
         let _ = provider.shutdown();
-        return Ok(TelemetryGuard { provider: None });
+        return Ok(TelemetryGuard {
+            provider: None,
+            logs: None,
+        });
     }
+    logs.start_flushing();
     Ok(TelemetryGuard {
         provider: exporting.then_some(provider),
+        logs: Some(logs),
     })
 }
 
@@ -256,8 +346,95 @@ impl Visit for Collect {
     }
 }
 
-/// One flat JSON object per line, every key once (see the module documentation).
+/// One flat JSON object per line, every key once (see the module documentation). The
+/// line is written straight into a byte buffer (no intermediate map): keys already
+/// written are remembered in a short list, and a later field of the same name (an outer
+/// span's) is skipped.
 pub struct FlatJson;
+
+/// A line being written.
+struct Line {
+    buf: Vec<u8>,
+    keys: Vec<&'static str>,
+    /// Scratch space for `Debug` values.
+    scratch: String,
+}
+
+impl Line {
+    /// Starts `"key":` unless the key was written already; false when it was.
+    fn key(&mut self, key: &'static str) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        self.keys.push(key);
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        string(&mut self.buf, key);
+        self.buf.push(b':');
+        true
+    }
+
+    fn str(&mut self, key: &'static str, value: &str) {
+        if self.key(key) {
+            string(&mut self.buf, value);
+        }
+    }
+
+    fn value(&mut self, key: &'static str, value: &Value) {
+        if self.key(key) {
+            // Writing a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.buf, value);
+        }
+    }
+}
+
+/// Writes `s` as a JSON string.
+fn string(buf: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(buf, s);
+}
+
+impl Visit for Line {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.key(field.name()) {
+            use std::fmt::Write as _;
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value:?}");
+            string(&mut self.buf, &self.scratch);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.str(field.name(), value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field.name()) {
+            self.buf.extend_from_slice(value.to_string().as_bytes());
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field.name()) {
+            self.buf.extend_from_slice(value.to_string().as_bytes());
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value(field.name(), &Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field.name()) {
+            self.buf
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field.name()) {
+            self.scratch.clear();
+            use std::fmt::Write as _;
+            let _ = write!(self.scratch, "{value}");
+            string(&mut self.buf, &self.scratch);
+        }
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for FlatJson
 where
@@ -271,27 +448,23 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        line.insert("level".into(), Value::String(meta.level().to_string()));
-        line.insert("target".into(), Value::String(meta.target().to_owned()));
-        let mut fields = Collect(Vec::new());
-        event.record(&mut fields);
-        for (k, v) in fields.0 {
-            line.entry(k.to_owned()).or_insert(v);
-        }
+        let mut line = Line {
+            buf: Vec::with_capacity(512),
+            keys: Vec::with_capacity(24),
+            scratch: String::new(),
+        };
+        line.buf.push(b'{');
+        line.str("timestamp", &timestamp());
+        line.str("level", meta.level().as_str());
+        line.str("target", meta.target());
+        event.record(&mut line);
         if let Some(scope) = ctx.event_scope() {
             let mut current = None;
             for span in scope {
                 current.get_or_insert_with(|| span.id());
                 if let Some(Fields(fields)) = span.extensions().get::<Fields>() {
                     for (k, v) in fields {
-                        if !line.contains_key(*k) {
-                            line.insert((*k).to_owned(), v.clone());
-                        }
+                        line.value(k, v);
                     }
                 }
             }
@@ -303,14 +476,35 @@ where
                     let span = context.span();
                     let sc = span.span_context();
                     if sc.is_valid() {
-                        line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-                        line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+                        line.str("trace_id", &sc.trace_id().to_string());
+                        line.str("span_id", &sc.span_id().to_string());
                     }
                 }
             }
         }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        line.buf.extend_from_slice(b"}\n");
+        writer.write_str(std::str::from_utf8(&line.buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Now, as RFC 3339 UTC with microseconds (`2025-01-31T09:15:02.481337Z`).
+fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// Formats no span fields: [`FlatJson`] reads them from [`SpanFields`], so the fmt
+/// layer's own copy of every span's fields would be work for nothing.
+pub struct NoFields;
+
+impl<'writer> FormatFields<'writer> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
     }
 }
 

@@ -796,19 +796,27 @@ async fn a_service_killed_between_commit_and_ack_does_not_apply_the_redelivered_
     todo_service::nats::streams::ensure(&js, &todo_service::nats::streams::Names::new(&prefix))
         .await
         .expect("streams");
-    const COMMANDS: usize = 2000;
-    for i in 0..COMMANDS {
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("once-{i}").as_str());
-        js.publish_with_headers(
-            format!("{prefix}.cmd.create"),
-            h,
-            Bytes::from(json!({"title": format!("o{i}")}).to_string()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    // Enough that the service is still busy with them when the broker freezes.
+    const COMMANDS: usize = 10_000;
+    // Published in chunks, the acks of each awaited (the client bounds acks in flight).
+    for chunk in (0..COMMANDS).collect::<Vec<_>>().chunks(500) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("once-{i}").as_str());
+            acks.push(
+                js.publish_with_headers(
+                    format!("{prefix}.cmd.create"),
+                    h,
+                    Bytes::from(json!({"title": format!("o{i}")}).to_string()),
+                )
+                .await
+                .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
     }
     let mut first = service_process(&nats.url(), &prefix, &db_url).await;
     let rows = db(&db_url).await;
@@ -823,10 +831,11 @@ async fn a_service_killed_between_commit_and_ack_does_not_apply_the_redelivered_
     // pulled are committed, but their acks are never confirmed. The service is SIGKILLed
     // then; the broker resumes; a new process takes over, and the unacked commands are
     // delivered again after the 2 s ack wait.
-    wait_for("consuming", Duration::from_secs(30), async || {
-        count().await > 0
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count().await == 0 {
+        assert!(Instant::now() < deadline, "never started consuming");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     nats.signal("STOP");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.kill().await.expect("SIGKILL");
@@ -842,7 +851,7 @@ async fn a_service_killed_between_commit_and_ack_does_not_apply_the_redelivered_
     let _second = service_process(&nats.url(), &prefix, &db_url).await;
 
     // Assert: every command applied exactly once, and some were delivered again.
-    wait_for("all commands", Duration::from_secs(60), async || {
+    wait_for("all commands", Duration::from_secs(120), async || {
         count().await >= COMMANDS as i64
     })
     .await;
