@@ -105,6 +105,10 @@ def check_collector_config(cfg, where):
         if not isinstance(pipe, dict):
             errors.append(f"{where}: pipeline `{pname}` is not a mapping")
             continue
+        if any(v == CHART_DEFAULT for v in pipe.values()):
+            errors.append(f"{where}: pipeline `{pname}` keeps the chart's default lists, which this check "
+                          f"cannot see: spell it out, or remove it with null")
+            continue
         for kind in ("receivers", "exporters"):
             if not pipe.get(kind):
                 errors.append(f"{where}: pipeline `{pname}` has no {kind}")
