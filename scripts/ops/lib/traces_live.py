@@ -15,7 +15,7 @@ the binary, given exactly those OTEL_* settings, really speaks that protocol the
    rewritten the same way: a create continuing a caller's sampled traceparent must be
    exported, one continuing an unsampled traceparent must not (the sampler settings are
    read, and a caller's decision is followed).
-Each run stops the binary with SIGTERM by PID (spans still buffered are flushed then) and
+Each run stops the binary with SIGTERM by PID (metrics_contract.Service) (spans still buffered are flushed then) and
 drops its database.
 
 Environment: TODO_SERVICE_BIN, PG_SERVER_URL, ROOT.
@@ -26,27 +26,19 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 import manifests
-from metrics_contract import CheckFailed, free_port, psql, request, tail
+from metrics_contract import CheckFailed, Service, request, say, tail
 
 ROOT = manifests.ROOT
-READY_S = 60
 EXPORT_WAIT_S = 15
-
-
-def say(msg=""):
-    print(msg, flush=True)
 
 
 # --- OTLP protobuf, just enough of it ----------------------------------------------------------
@@ -163,74 +155,30 @@ def rewrite(otel_env, port):
     return env
 
 
-class Service:
-    def __init__(self, binary, pg, tmp, name, otel_env):
-        self.binary, self.pg, self.tmp, self.name = binary, pg, tmp, name
-        self.otel_env = otel_env
-        self.db = f"check_traces_{name}_{os.getpid()}"
-        self.api = f"http://127.0.0.1:{free_port()}"
-        self.admin = f"http://127.0.0.1:{free_port()}"
-        self.log = os.path.join(tmp, f"serve-{name}.log")
-        self.proc = None
+def start_service(binary, pg, tmp, name, otel_env):
+    """The binary with these OTEL_* settings (metrics_contract.Service: free ports, a fresh
+    database, no NATS), ready."""
+    env = {
+        # As compose and the overlays run it: spans below the filter's level are never
+        # made, so never exported (RUST_LOG=warn exports nothing of a request).
+        "RUST_LOG": "info",
+        # Export soon after the spans end instead of the SDK's default 5 s.
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        **otel_env,
+    }
+    svc = Service(binary, pg, "", tmp, name=f"check_traces_{name}", extra_env=env)
+    shown = " ".join(f"{k}={v}" for k, v in sorted(otel_env.items()))
+    say(f"[{name}] {shown}")
+    svc.start()
+    return svc
 
-    def start(self):
-        psql(self.pg, f'CREATE DATABASE "{self.db}"')
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DATABASE_URL": f"{self.pg}/{self.db}",
-            "HTTP_ADDR": self.api.split("//")[1],
-            "ADMIN_ADDR": self.admin.split("//")[1],
-            "LOG_FORMAT": "json",
-            # As compose and the overlays run it: spans below the filter's level are never
-            # made, so never exported (RUST_LOG=warn exports nothing of a request).
-            "RUST_LOG": "info",
-            "SHUTDOWN_DELAY_S": "0",
-            # Export soon after the spans end instead of the SDK's default 5 s.
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
-            **self.otel_env,
-        }
-        self.out = open(self.log, "w")
-        self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=self.out,
-                                     stderr=subprocess.STDOUT, cwd=self.tmp)
-        shown = " ".join(f"{k}={v}" for k, v in sorted(self.otel_env.items()))
-        say(f"[{self.name}] started pid {self.proc.pid} (API {self.api}, database {self.db}) with {shown}")
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CheckFailed(f"[{self.name}] serve exited {self.proc.returncode} before /readyz "
-                                  f"answered 200:\n{tail(self.log)}")
-            try:
-                status, _, _ = request("GET", f"{self.admin}/readyz", timeout=1)
-            except (urllib.error.URLError, OSError):
-                status = 0
-            if status == 200:
-                return
-            time.sleep(0.2)
-        raise CheckFailed(f"[{self.name}] /readyz did not answer 200 within {READY_S}s:\n{tail(self.log)}")
 
-    def create(self, title, traceparent=None):
-        headers = {"traceparent": traceparent} if traceparent else {}
-        status, _, text = request("POST", f"{self.api}/api/todos", {"title": title}, headers)
-        if status != 201:
-            raise CheckFailed(f"[{self.name}] POST /api/todos answered {status}: {text[:200]}")
-        return json.loads(text)["id"]
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=30)
-                say(f"[{self.name}] stopped pid {self.proc.pid} with SIGTERM (exit {rc})")
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                say(f"[{self.name}] pid {self.proc.pid} still running 30 s after SIGTERM: killed")
-        if self.proc:
-            self.out.close()
-        try:
-            psql(self.pg, f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        except subprocess.CalledProcessError as e:
-            say(f"[{self.name}] could not drop database {self.db}: {e.stderr.strip()}")
+def create(svc, title, traceparent=None):
+    headers = {"traceparent": traceparent} if traceparent else {}
+    status, _, text = request("POST", f"{svc.api}/api/todos", {"title": title}, headers)
+    if status != 201:
+        raise CheckFailed(f"POST /api/todos answered {status}: {text[:200]}")
+    return json.loads(text)["id"]
 
 
 def wait_for(collector, pred, seconds=EXPORT_WAIT_S):
@@ -265,12 +213,11 @@ def run_compose(binary, pg, tmp, collector):
     otel = compose_otel_env()
     if not otel.get("OTEL_EXPORTER_OTLP_ENDPOINT") and not otel.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         raise CheckFailed("docker-compose.yml's todo-service sets no OTEL_EXPORTER_OTLP_ENDPOINT")
-    env = rewrite(otel, collector.port)
-    svc = Service(binary, pg, tmp, "compose", env)
+    svc = None
     errors = []
     try:
-        svc.start()
-        svc.create("check-traces")
+        svc = start_service(binary, pg, tmp, "compose", rewrite(otel, collector.port))
+        create(svc, "check-traces")
 
         def arrived(posts):
             return any(p == "/v1/traces" and ct.split(";")[0].strip() == "application/x-protobuf"
@@ -287,23 +234,23 @@ def run_compose(binary, pg, tmp, collector):
             names = sorted({n for _, _, b in posts if b for _, _, n in decode_spans(b)})
             say(f"[compose] ok: {describe(posts)}; service todo-service, spans {', '.join(names)}")
     finally:
-        svc.stop()
+        if svc:
+            svc.stop()
     return errors
 
 
 def run_sampling(binary, pg, tmp, collector, overlay="k8s/overlays/production"):
     """The overlay's sampler: a caller's sampled traceparent is exported, an unsampled one not."""
     otel = overlay_otel_env(overlay)
-    env = rewrite(otel, collector.port)
     name = os.path.basename(overlay)
-    svc = Service(binary, pg, tmp, name, env)
     sampled, unsampled = secrets.token_hex(16), secrets.token_hex(16)
+    svc = None
     errors = []
     collector.clear()
     try:
-        svc.start()
-        svc.create("unsampled caller", f"00-{unsampled}-{secrets.token_hex(8)}-00")
-        svc.create("sampled caller", f"00-{sampled}-{secrets.token_hex(8)}-01")
+        svc = start_service(binary, pg, tmp, name, rewrite(otel, collector.port))
+        create(svc, "unsampled caller", f"00-{unsampled}-{secrets.token_hex(8)}-00")
+        create(svc, "sampled caller", f"00-{sampled}-{secrets.token_hex(8)}-01")
         def traces(posts):
             return {t for p, _, b in posts if p == "/v1/traces" for _, t, _ in decode_spans(b)}
 
@@ -323,7 +270,8 @@ def run_sampling(binary, pg, tmp, collector, overlay="k8s/overlays/production"):
                 f"OTEL_TRACES_SAMPLER_ARG={otel.get('OTEL_TRACES_SAMPLER_ARG')}: the sampled caller's trace was "
                 f"exported, the unsampled caller's was not")
     finally:
-        svc.stop()
+        if svc:
+            svc.stop()
     return errors
 
 
