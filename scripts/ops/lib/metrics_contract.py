@@ -483,13 +483,18 @@ def tail(path, n=30):
 
 
 class Service:
-    def __init__(self, binary, pg, nats_url, tmp):
+    """The binary on free 127.0.0.1 ports with a database of its own (`name`_<pid>);
+    `extra_env` is added to (and may override) its environment. scripts/ops/lib/traces_live.py
+    runs it too."""
+
+    def __init__(self, binary, pg, nats_url, tmp, name="metrics_contract", extra_env=None):
         self.binary, self.pg, self.nats_url, self.tmp = binary, pg, nats_url, tmp
-        self.db = f"metrics_contract_{os.getpid()}"
+        self.db = f"{name}_{os.getpid()}"
         self.prefix = f"mc{os.getpid()}"
         self.api = f"http://127.0.0.1:{free_port()}"
         self.admin = f"http://127.0.0.1:{free_port()}"
-        self.log = os.path.join(tmp, "serve.log")
+        self.log = os.path.join(tmp, f"serve-{name}.log")
+        self.extra_env = dict(extra_env or {})
         self.proc = None
 
     def start(self):
@@ -502,6 +507,7 @@ class Service:
             "LOG_FORMAT": "json",
             "RUST_LOG": "warn",
             "SHUTDOWN_DELAY_S": "0",
+            **self.extra_env,
         }
         if self.nats_url:
             env["NATS_URL"] = self.nats_url

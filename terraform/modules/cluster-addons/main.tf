@@ -4,14 +4,16 @@
 #     and metrics-server (resource metrics for the HPA's CPU target);
 #   - the IAM of the add-ons that call AWS, through EKS Pod Identity (role trusted by
 #     pods.eks.amazonaws.com for one namespace/ServiceAccount of this cluster, plus an
-#     association): the EBS CSI driver, the AWS Load Balancer Controller, Karpenter, and
+#     association): the EBS CSI driver, the AWS Load Balancer Controller, Karpenter,
 #     Fluent Bit (writes the service's log lines into the application log groups of
-#     modules/observability, nothing else);
+#     modules/observability, nothing else) and the OpenTelemetry collector (sends the
+#     service's spans to X-Ray, nothing else);
 #   - Karpenter's node role (with its EKS access entry) and its interruption queue, fed by
 #     EventBridge with spot interruptions, rebalance recommendations, scheduled
 #     maintenance and instance state changes.
 # The Helm-installed add-ons themselves (AWS Load Balancer Controller, External Secrets,
-# Karpenter, kube-prometheus-stack, prometheus-adapter, Argo CD) are Argo CD Applications
+# Karpenter, kube-prometheus-stack, prometheus-adapter, Fluent Bit, the OpenTelemetry
+# collector, Argo CD) are Argo CD Applications
 # in k8s/cluster-addons: no Helm or Kubernetes provider here, so this module, like every
 # root that uses it, validates offline with the AWS provider alone.
 # The VPC CNI (with network policy enforcement), CoreDNS and kube-proxy stay in modules/eks.
@@ -43,6 +45,10 @@ locals {
     fluent_bit = {
       namespace       = "logging"
       service_account = "fluent-bit"
+    }
+    otel_collector = {
+      namespace       = "monitoring"
+      service_account = "otel-collector"
     }
   }
 
@@ -243,6 +249,40 @@ resource "aws_iam_policy" "fluent_bit" {
 resource "aws_iam_role_policy_attachment" "fluent_bit" {
   role       = aws_iam_role.pod_identity["fluent_bit"].name
   policy_arn = aws_iam_policy.fluent_bit.arn
+}
+
+# --- OpenTelemetry collector --------------------------------------------------------------------
+
+# The collector's awsxray exporter (k8s/cluster-addons/base/otel-collector.yaml) puts the
+# service's spans as trace segments, reports its own telemetry records, and may read the
+# sampling rules and targets (X-Ray's remote sampling; the service samples by itself today).
+# Nothing else: no reading of traces, no changes to groups, rules or encryption. These four
+# actions support no resource-level permissions, so Resource must be "*" (checkov knows and
+# does not flag it; the actions are what limits the role).
+data "aws_iam_policy_document" "otel_collector" {
+  statement {
+    sid = "SendTracesToXRay"
+    actions = [
+      "xray:PutTraceSegments",
+      "xray:PutTelemetryRecords",
+      "xray:GetSamplingRules",
+      "xray:GetSamplingTargets",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_policy" "otel_collector" {
+  name        = "${var.cluster_name}-otel-collector"
+  description = "OpenTelemetry collector of ${var.cluster_name}: send trace segments to X-Ray"
+  policy      = data.aws_iam_policy_document.otel_collector.json
+
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "otel_collector" {
+  role       = aws_iam_role.pod_identity["otel_collector"].name
+  policy_arn = aws_iam_policy.otel_collector.arn
 }
 
 # --- Karpenter ----------------------------------------------------------------------------------

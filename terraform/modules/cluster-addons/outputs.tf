@@ -9,7 +9,7 @@ output "karpenter_interruption_queue_name" {
 }
 
 output "pod_identity_role_arns" {
-  description = "IAM roles of the add-ons that call AWS (EBS CSI driver, AWS Load Balancer Controller, Karpenter, Fluent Bit), by add-on, each associated with its ServiceAccount through EKS Pod Identity."
+  description = "IAM roles of the add-ons that call AWS (EBS CSI driver, AWS Load Balancer Controller, Karpenter, Fluent Bit, OpenTelemetry collector), by add-on, each associated with its ServiceAccount through EKS Pod Identity."
   value       = { for k, role in aws_iam_role.pod_identity : k => role.arn }
 }
 

@@ -45,8 +45,8 @@ variable "db_port" {
 
 variable "in_cluster_ports" {
   type        = list(number)
-  description = "TCP ports of in-cluster dependencies the pods call inside the VPC (NATS 4222, OTLP gRPC 4317)."
-  default     = [4222, 4317]
+  description = "TCP ports of in-cluster dependencies the pods call inside the VPC (NATS 4222, the OpenTelemetry collector's OTLP/HTTP receiver 4318)."
+  default     = [4222, 4318]
 }
 
 variable "tags" {

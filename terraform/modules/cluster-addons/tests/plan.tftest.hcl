@@ -78,6 +78,37 @@ run "managed_addons_and_pod_identities" {
     )
     error_message = "Fluent Bit's role must be associated with logging/fluent-bit (its Application's serviceAccount.name)."
   }
+
+  assert {
+    condition = (
+      aws_eks_pod_identity_association.this["otel_collector"].namespace == "monitoring"
+      && aws_eks_pod_identity_association.this["otel_collector"].service_account == "otel-collector"
+    )
+    error_message = "The OpenTelemetry collector's role must be associated with monitoring/otel-collector (its Application's serviceAccount.name)."
+  }
+
+  assert {
+    condition     = aws_iam_role.pod_identity["otel_collector"].name == "todo-qa-otel-collector"
+    error_message = "The collector's role is <cluster>-otel-collector (k8s/cluster-addons/base/otel-collector.yaml names it)."
+  }
+}
+
+# The collector's X-Ray policy document as configured (the mock renders no JSON): four
+# actions, nothing else.
+run "otel_collector_may_only_send_traces" {
+  command = plan
+
+  assert {
+    condition = toset(one(data.aws_iam_policy_document.otel_collector.statement).actions) == toset([
+      "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
+    ])
+    error_message = "The collector may only put trace segments and telemetry records and read sampling rules and targets."
+  }
+
+  assert {
+    condition     = length(data.aws_iam_policy_document.otel_collector.statement) == 1
+    error_message = "The collector's policy has exactly one statement."
+  }
 }
 
 # apply against the mock: the policies embed ARNs that a plan does not know yet.
