@@ -15,9 +15,10 @@
 //! given), and the sink exits 0. SIGUSR1 writes the line of the counts so far to
 //! `--report-file` and goes on.
 //!
-//! Line: `otlp_requests otlp_bytes otlp_spans otlp_undecoded other_requests cpu_us`
-//! (`otlp_bytes`: request bodies as received; `cpu_us`: this process's user + system CPU
-//! since it started).
+//! Line: `otlp_requests otlp_bytes otlp_spans otlp_undecoded other_requests connections
+//! cpu_us` (`otlp_bytes`: request bodies as received; `connections`: TCP connections
+//! accepted, few when the exporter keeps them alive; `cpu_us`: this process's user +
+//! system CPU since it started).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ pub struct Args {
 
 #[derive(Default)]
 struct Counts {
+    connections: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
     spans: AtomicU64,
@@ -63,6 +65,7 @@ impl Counts {
             .kv("otlp_spans", self.spans.load(Relaxed))
             .kv("otlp_undecoded", self.undecoded.load(Relaxed))
             .kv("other_requests", self.other.load(Relaxed))
+            .kv("connections", self.connections.load(Relaxed))
             .kv("cpu_us", cpu_us())
     }
 }
@@ -146,6 +149,7 @@ pub async fn run(a: Args) -> Result<Line, String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                counts.connections.fetch_add(1, Relaxed);
                 let counts = Arc::clone(&counts);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |r| handle(Arc::clone(&counts), r));
