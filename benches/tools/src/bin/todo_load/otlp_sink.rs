@@ -15,15 +15,15 @@
 //! given), and the sink exits 0. SIGUSR1 writes the line of the counts so far to
 //! `--report-file` and goes on.
 //!
-//! Line: `otlp_requests otlp_bytes otlp_spans otlp_undecoded other_requests connections
-//! cpu_us` (`otlp_bytes`: request bodies as received; `connections`: TCP connections
-//! accepted, few when the exporter keeps them alive; `cpu_us`: this process's user +
-//! system CPU since it started).
+//! Line: `otlp_requests otlp_bytes otlp_spans otlp_undecoded other_requests
+//! otlp_connections cpu_us` (`otlp_bytes`: request bodies as received;
+//! `otlp_connections`: TCP connections that carried exports, few when the exporter keeps
+//! them alive; `cpu_us`: this process's user + system CPU since it started).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -49,6 +49,7 @@ pub struct Args {
 
 #[derive(Default)]
 struct Counts {
+    /// connections that carried at least one export
     connections: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
@@ -65,7 +66,7 @@ impl Counts {
             .kv("otlp_spans", self.spans.load(Relaxed))
             .kv("otlp_undecoded", self.undecoded.load(Relaxed))
             .kv("other_requests", self.other.load(Relaxed))
-            .kv("connections", self.connections.load(Relaxed))
+            .kv("otlp_connections", self.connections.load(Relaxed))
             .kv("cpu_us", cpu_us())
     }
 }
@@ -85,6 +86,7 @@ fn spans_in(body: &[u8]) -> Option<u64> {
 
 async fn handle(
     counts: Arc<Counts>,
+    exported_here: Arc<AtomicBool>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = request.uri().path();
@@ -93,6 +95,9 @@ async fn handle(
     if export {
         let body = request.into_body().collect().await?.to_bytes();
         counts.requests.fetch_add(1, Relaxed);
+        if !exported_here.swap(true, Relaxed) {
+            counts.connections.fetch_add(1, Relaxed);
+        }
         counts.bytes.fetch_add(body.len() as u64, Relaxed);
         match spans_in(&body) {
             Some(n) => counts.spans.fetch_add(n, Relaxed),
@@ -149,10 +154,12 @@ pub async fn run(a: Args) -> Result<Line, String> {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                counts.connections.fetch_add(1, Relaxed);
                 let counts = Arc::clone(&counts);
+                let exported_here = Arc::new(AtomicBool::new(false));
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |r| handle(Arc::clone(&counts), r));
+                    let service = hyper::service::service_fn(move |r| {
+                        handle(Arc::clone(&counts), Arc::clone(&exported_here), r)
+                    });
                     // keep-alive is hyper's default; errors are the client's business
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
