@@ -168,10 +168,10 @@ pub async fn run(a: Args) -> Result<Line, String> {
                 });
             }
             _ = usr1.recv() => {
-                if let Some(path) = &a.report_file {
-                    if let Err(e) = write_report(path, &counts.line()) {
-                        eprintln!("otlp-sink: {e}");
-                    }
+                if let Some(path) = &a.report_file
+                    && let Err(e) = write_report(path, &counts.line())
+                {
+                    eprintln!("otlp-sink: {e}");
                 }
             }
             _ = term.recv() => break,
