@@ -12,16 +12,19 @@
 //! todo-load feed --http http://127.0.0.1:8080 --streams 1000 --changes 2000 --rate 200
 //! todo-load nats-check --url …           # JetStream reachable?
 //! todo-load nats-cleanup --url … --prefix todo   # delete the prefix's three streams
+//! todo-load --threads 1 otlp-sink --addr 127.0.0.1:4318 --report-file sink.txt   # until SIGTERM
 //! ```
 //!
 //! CPU figures (`load_cpu_us*`) are this process's own user + system time
 //! (`getrusage(RUSAGE_SELF)`, the same counters as `/proc/self/stat` utime + stime, in µs)
 //! over the measured window, divided by the requests: the load tool's share of the cost
-//! model.
+//! model. (`otlp-sink` is the exception: a server, not a load generator; it counts the
+//! spans the service exports and prints its line when it is stopped.)
 
 mod feed;
 mod js;
 mod nats_rr;
+mod otlp_sink;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -30,7 +33,8 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
-    about = "Load generators for scripts/bench (NATS request/reply, JetStream commands, change feed)"
+    about = "Load generators for scripts/bench (NATS request/reply, JetStream commands, change \
+             feed) and an OTLP trace sink"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +58,9 @@ enum Command {
     NatsCheck(js::CheckArgs),
     /// Delete `<PREFIX>_COMMANDS`, `<PREFIX>_EVENTS` and `<PREFIX>_DLQ`.
     NatsCleanup(js::CleanupArgs),
+    /// An OTLP/HTTP trace receiver: answers `POST /v1/traces` with 200, counts requests,
+    /// bytes and spans; prints its line at SIGTERM.
+    OtlpSink(otlp_sink::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
             Command::Feed(a) => feed::run(a).await,
             Command::NatsCheck(a) => js::check(a).await,
             Command::NatsCleanup(a) => js::cleanup(a).await,
+            Command::OtlpSink(a) => otlp_sink::run(a).await,
         }
     });
     match result {
