@@ -148,6 +148,12 @@ pub async fn migrate(config: &tokio_postgres::Config, tls: &Tls) -> Result<Vec<S
         .collect())
 }
 
+/// How many migrations the binary embeds (what a fresh database gets applied).
+#[must_use]
+pub fn migration_count() -> usize {
+    embedded::migrations::runner().get_migrations().len()
+}
+
 /// One round trip on a pooled connection (readiness).
 ///
 /// # Errors

@@ -278,6 +278,8 @@ async fn settle(edge: &NatsEdge, message: &Message, result: Result<(), ServiceEr
         }
     };
     edge.count("command", outcome);
+    tracing::debug!(subject, outcome, delivered = delivered(message), error.message = ?result.as_ref().err(),
+        "NATS command settled");
     let acked = if matches!(kind, AckKind::Ack) {
         message.double_ack().await
     } else {

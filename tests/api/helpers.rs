@@ -455,3 +455,12 @@ impl SseReader {
         }
     }
 }
+
+/// Polls `check` every 50 ms until it holds; fails the test naming `what` after `within`.
+pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
