@@ -135,8 +135,17 @@ pub fn dead_letters(names: &Names) -> Config {
     }
 }
 
-/// The commands' durable pull consumer, shared by every replica.
+/// Deliveries the broker allows beyond `NATS_MAX_DELIVER`. The service dead-letters a
+/// command when the delivery count in its metadata reaches `NATS_MAX_DELIVER`; a
+/// nats-server (2.9) now and then reports a redelivery with the count of the one before
+/// (after a pull request expired under it), and with the broker's limit equal to ours
+/// that command would then never be delivered again nor dead-lettered: lost.
+pub const MAX_DELIVER_HEADROOM: i64 = 3;
+
+/// The commands' durable pull consumer, shared by every replica; `max_deliver` is
+/// `NATS_MAX_DELIVER` (the broker's own limit is [`MAX_DELIVER_HEADROOM`] above it).
 pub fn consumer(names: &Names, ack_wait: Duration, max_deliver: i64) -> pull::Config {
+    let max_deliver = max_deliver.saturating_add(MAX_DELIVER_HEADROOM);
     pull::Config {
         durable_name: Some(names.consumer.clone()),
         description: Some("todo-service replicas: apply commands, ack after COMMIT".into()),

@@ -523,10 +523,11 @@ async fn a_command_that_keeps_failing_goes_to_the_dead_letter_subject_with_the_r
     n.jetstream_publish("create", "doomed", "dlq", json!({"title": "never"}))
         .await;
 
-    // Assert: after two deliveries it is dead-lettered with its reason and headers.
-    // Generous: a nats-server may roll a delivery back (and count it again later) when a
-    // redelivery meets a pull request that just expired.
-    let letter = tokio::time::timeout(Duration::from_secs(45), dead.next())
+    // Assert: after two deliveries (as the broker counts them) it is dead-lettered with its
+    // reason and headers.
+    // A nats-server now and then reports a redelivery with the count of the one before
+    // (after a pull request expired under it): then it takes a third delivery.
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
         .await
         .expect("a dead letter in time")
         .expect("message");
@@ -537,9 +538,13 @@ async fn a_command_that_keeps_failing_goes_to_the_dead_letter_subject_with_the_r
             .get("Todo-Dlq-Reason")
             .is_some_and(|r| !r.as_str().is_empty())
     );
-    assert_eq!(
-        headers.get("Todo-Dlq-Deliveries").map(|v| v.as_str()),
-        Some("2")
+    let deliveries: i64 = headers
+        .get("Todo-Dlq-Deliveries")
+        .and_then(|v| v.as_str().parse().ok())
+        .expect("Todo-Dlq-Deliveries");
+    assert!(
+        (2..=2 + todo_service::nats::streams::MAX_DELIVER_HEADROOM).contains(&deliveries),
+        "dead-lettered after {deliveries} deliveries"
     );
     assert_eq!(
         headers.get("Nats-Msg-Id").map(|v| v.as_str()),
