@@ -3,9 +3,11 @@
 //! with dashboards and alerts; `http_*` keep the names of the Node.js service this one
 //! replaces.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use todo_actors::metrics::{MetricsSink, ReadSource};
 
@@ -47,6 +49,57 @@ const HTTP_SERIES: [(&str, &str, &str); 12] = [
     ("PATCH", "/api/todos/:id", "503"),
 ];
 
+/// Every `method` label value (see `http::method_label`).
+const HTTP_METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "other",
+];
+/// Every `route` label value (see `http::route_template`).
+const HTTP_ROUTES: [&str; 6] = [
+    "/api/todos",
+    "/api/todos/events",
+    "/api/todos/:id",
+    "/health",
+    "/openapi.json",
+    "unmatched",
+];
+/// The statuses whose series handles are kept (the others are looked up each time).
+const HTTP_STATUSES: [u16; 22] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 406, 408, 409, 411, 412, 413, 415, 422, 429, 500,
+    501, 503, 504,
+];
+
+/// The handles of one `http_*{method, route, status_code}` series.
+#[derive(Clone)]
+pub struct HttpSeries {
+    /// `http_requests_total` of the series.
+    pub requests: IntCounter,
+    /// `http_request_duration_seconds` of the series.
+    pub duration: Histogram,
+}
+
+/// Series handles looked up once per `{method, route, status_code}` instead of hashing
+/// the labels twice per request.
+struct HttpSeriesCache {
+    slots: Box<[OnceLock<HttpSeries>]>,
+}
+
+impl HttpSeriesCache {
+    fn new() -> Self {
+        let n = HTTP_METHODS.len() * HTTP_ROUTES.len() * HTTP_STATUSES.len();
+        Self {
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn slot(&self, method: &str, route: &str, status: u16) -> Option<&OnceLock<HttpSeries>> {
+        let m = HTTP_METHODS.iter().position(|x| *x == method)?;
+        let r = HTTP_ROUTES.iter().position(|x| *x == route)?;
+        let s = HTTP_STATUSES.binary_search(&status).ok()?;
+        self.slots
+            .get((m * HTTP_ROUTES.len() + r) * HTTP_STATUSES.len() + s)
+    }
+}
+
 /// Every `edge` of `todo_nats_messages_total`: request/reply, JetStream commands, and
 /// events published by the outbox relay.
 pub const NATS_EDGES: [&str; 3] = ["request", "command", "event"];
@@ -56,6 +109,7 @@ pub const NATS_OUTCOMES: [&str; 4] = ["ok", "error", "invalid", "dead_letter"];
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
+    http_series: HttpSeriesCache,
     /// `http_requests_total{method, route, status_code}`.
     pub http_requests: IntCounterVec,
     /// `http_request_duration_seconds{method, route, status_code}`.
@@ -209,6 +263,7 @@ impl Metrics {
             ),
             feed_streams: gauge("todo_feed_streams", "Change-feed streams open"),
             registry,
+            http_series: HttpSeriesCache::new(),
         };
         metrics.export_zeros();
         #[cfg(target_os = "linux")]
@@ -256,6 +311,24 @@ impl Metrics {
         }
         for listener in ["api", "admin"] {
             self.http_connections.with_label_values(&[listener]).set(0);
+        }
+    }
+
+    /// The handles of the `http_*` series of one answered request.
+    pub fn http_series(
+        &self,
+        method: &str,
+        route: &str,
+        status: http::StatusCode,
+    ) -> std::borrow::Cow<'_, HttpSeries> {
+        let labels = [method, route, status.as_str()];
+        let make = || HttpSeries {
+            requests: self.http_requests.with_label_values(&labels),
+            duration: self.http_duration.with_label_values(&labels),
+        };
+        match self.http_series.slot(method, route, status.as_u16()) {
+            Some(slot) => std::borrow::Cow::Borrowed(slot.get_or_init(make)),
+            None => std::borrow::Cow::Owned(make()),
         }
     }
 

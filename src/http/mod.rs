@@ -371,13 +371,9 @@ fn finish(ctx: &ApiContext, seen: Seen, mut response: Response) -> Response {
         }
     }
     let elapsed = seen.started.elapsed();
-    let status_code = status.as_str();
-    let labels = [seen.method, seen.route, status_code];
-    ctx.metrics.http_requests.with_label_values(&labels).inc();
-    ctx.metrics
-        .http_duration
-        .with_label_values(&labels)
-        .observe(elapsed.as_secs_f64());
+    let series = ctx.metrics.http_series(seen.method, seen.route, status);
+    series.requests.inc();
+    series.duration.observe(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let (method, route, path) = (seen.method, seen.route, seen.path.as_str());
     let request_id = &*seen.request_id.0;
