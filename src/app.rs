@@ -208,6 +208,10 @@ impl App {
             body_timeout: settings.http.body_timeout(),
             started: Instant::now(),
         });
+        if settings.http.chaos_enabled {
+            // Panics the chaos hooks ask for print one line, not a backtrace.
+            todo_actors::supervisor::quiet_chaos_panics();
+        }
         let admin = Arc::new(AdminContext {
             handles: Arc::clone(&handles),
             metrics,

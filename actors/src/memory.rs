@@ -427,7 +427,7 @@ pub struct TestSystem {
 impl TestSystem {
     /// Spawns the supervisor (and so every actor) over `store`.
     pub async fn start(store: MemoryStore, config: ActorConfig, shards: usize) -> Self {
-        quiet_chaos_panics();
+        crate::supervisor::quiet_chaos_panics();
         let handles = test_handles(shards);
         let (supervisor, supervisor_done) = Actor::spawn(
             None,
@@ -529,28 +529,6 @@ impl TestSystem {
         self.supervisor.stop(None);
         let _ = tokio::time::timeout(CALL_TIMEOUT, self.supervisor_done).await;
     }
-}
-
-/// Makes the panics the chaos hooks ask for (`"chaos: …"`) print one line instead of
-/// going through the default hook, which with `RUST_BACKTRACE=1` symbolicates a backtrace
-/// (hundreds of milliseconds under load) before the actor even fails. Other panics, such
-/// as failed assertions, still go to the default hook.
-pub fn quiet_chaos_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            match message {
-                Some(m) if m.starts_with("chaos:") => eprintln!("{m}"),
-                _ => default(info),
-            }
-        }));
-    });
 }
 
 /// Polls `check` every millisecond until it holds or `timeout` passes; true if it held.

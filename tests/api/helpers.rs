@@ -25,6 +25,10 @@ pub fn pg_server_url() -> String {
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        // The panics the chaos hooks ask for are the point of those tests: one line each,
+        // not a backtrace symbolised on a runtime worker (with RUST_BACKTRACE=1, a good
+        // part of a second in a debug build, paid by every app of the tests beside it).
+        todo_actors::supervisor::quiet_chaos_panics();
         if std::env::var("TEST_LOG").is_ok() {
             let settings = Settings::from_env().expect("settings");
             let _guard = todo_service::telemetry::init(&settings.telemetry);
