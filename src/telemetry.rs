@@ -409,12 +409,14 @@ impl Visit for Line {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field.name()) {
-            self.buf.extend_from_slice(value.to_string().as_bytes());
+            use std::io::Write as _;
+            let _ = write!(self.buf, "{value}");
         }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field.name()) {
-            self.buf.extend_from_slice(value.to_string().as_bytes());
+            use std::io::Write as _;
+            let _ = write!(self.buf, "{value}");
         }
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -454,7 +456,9 @@ where
             scratch: String::new(),
         };
         line.buf.push(b'{');
-        line.str("timestamp", &timestamp());
+        if line.key("timestamp") {
+            timestamp(&mut line.buf, chrono::Utc::now());
+        }
         line.str("level", meta.level().as_str());
         line.str("target", meta.target());
         event.record(&mut line);
@@ -476,8 +480,14 @@ where
                     let span = context.span();
                     let sc = span.span_context();
                     if sc.is_valid() {
-                        line.str("trace_id", &sc.trace_id().to_string());
-                        line.str("span_id", &sc.span_id().to_string());
+                        use std::io::Write as _;
+                        // Hex digits: nothing to escape. Writing into a Vec cannot fail.
+                        if line.key("trace_id") {
+                            let _ = write!(line.buf, "\"{}\"", sc.trace_id());
+                        }
+                        if line.key("span_id") {
+                            let _ = write!(line.buf, "\"{}\"", sc.span_id());
+                        }
                     }
                 }
             }
@@ -487,11 +497,24 @@ where
     }
 }
 
-/// Now, as RFC 3339 UTC with microseconds (`2025-01-31T09:15:02.481337Z`).
-fn timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+/// Writes `now` as a JSON string, RFC 3339 UTC with microseconds
+/// (`"2025-01-31T09:15:02.481337Z"`), without parsing a format string per line.
+fn timestamp(buf: &mut Vec<u8>, now: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike as _, Timelike as _};
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        buf,
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        // A leap second shows as 60 in chrono's nanoseconds: keep it within the second.
+        (now.nanosecond() % 1_000_000_000) / 1_000
+    );
 }
 
 /// Formats no span fields: [`FlatJson`] reads them from [`SpanFields`], so the fmt
@@ -537,4 +560,29 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
             sc.trace_flags().to_u8()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        // Arrange
+        let at = chrono::Utc
+            .with_ymd_and_hms(2025, 1, 31, 9, 5, 2)
+            .single()
+            .expect("valid")
+            + chrono::Duration::nanoseconds(481_337_999);
+        let mut buf = Vec::new();
+
+        // Act
+        super::timestamp(&mut buf, at);
+
+        // Assert: what chrono's own formatting says, quoted.
+        assert_eq!(
+            String::from_utf8(buf).expect("utf8"),
+            format!("\"{}\"", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        );
+    }
 }
