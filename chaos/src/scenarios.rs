@@ -300,19 +300,22 @@ pub async fn actor_kills(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Out
         };
         recent[i].push_back(now);
         *killed.entry(format!("{action}:{actor}")).or_default() += 1;
-        timers.push(tokio::spawn(kill_and_time(
-            Arc::clone(&cluster),
-            n,
-            actor,
-            action,
-        )));
+        let label = format!("r{n}:{action}:{actor}");
+        let timer = tokio::spawn(kill_and_time(Arc::clone(&cluster), n, actor, action));
+        timers.push((label, timer));
     }
     let mut restarts = Vec::new();
-    for t in timers {
+    let mut slowest = Vec::new();
+    for (label, t) in timers {
         if let Ok(Some(d)) = t.await {
             restarts.push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+            slowest.push((d, label));
         }
     }
+    slowest.sort();
+    slowest.reverse();
+    slowest.truncate(5);
+    eprintln!("  {NAME}: slowest restarts {slowest:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let shared = load.stop().await;
     let mut out = settle(NAME, &shared, &ctx.prefix(NAME)).await?;
@@ -483,8 +486,9 @@ pub async fn replica_sigkill(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result
     ctx.healthy().await?;
     let load = Load::start(ctx.spec(NAME, 200));
     tokio::time::sleep(ctx.sizes.settle).await;
-    let kill = Instant::now();
     cluster.signal_replica(VICTIM, "KILL")?;
+    // The signal was delivered when the script returned (it takes a few ms to start).
+    let kill = Instant::now();
     tokio::time::sleep(ctx.sizes.settle).await;
     let restart = cluster.restart_replica(VICTIM).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
