@@ -605,30 +605,54 @@ fn pg_targets(out: &mut Outcome, shared: &Shared, back: Instant) {
 
 /// `pg-negative-control`: PostgreSQL with `synchronous_commit=off` (WAL flushed every
 /// 10 s at best) crashes under load. The ledger must see the acknowledged writes it lost:
-/// this scenario passes when `lost > 0`, proving the check can fail.
+/// this scenario passes when `lost > 0`, proving the check can fail. A crash of the
+/// processes (not of the machine) loses only the WAL still in PostgreSQL's buffers (what
+/// reached the kernel survives), a few commits at most, and now and then none: up to 3
+/// crashes are made until one loses something.
 pub async fn pg_negative_control(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Outcome> {
     const NAME: &str = "pg-negative-control";
-    ctx.healthy().await?;
-    cluster.script(&["pg-stop", "fast"])?;
-    cluster.script(&[
-        "pg-start",
-        "-c synchronous_commit=off -c wal_writer_delay=10s -c wal_writer_flush_after=1GB",
-    ])?;
-    ctx.healthy().await?;
-    let load = Load::start(ctx.spec(NAME, 100));
-    tokio::time::sleep(ctx.sizes.settle).await;
-    cluster.script(&["pg-stop", "immediate"])?;
-    cluster.script(&["pg-start"])?;
-    let back = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let shared = load.stop().await;
-    let mut out = settle(NAME, &shared, &ctx.prefix(NAME)).await?;
-    out.recovery_ms = ms(last_failure_after(&lock(&shared.stats), back));
-    out.note = Some("passes-when-lost>0".into());
-    target(&mut out.missed, out.lost > 0, || {
-        "the ledger found no loss after a crash with synchronous_commit=off".into()
+    let mut total = Outcome {
+        name: NAME.into(),
+        note: Some("passes-when-lost>0".into()),
+        ..Outcome::default()
+    };
+    let mut all = Stats::default();
+    let mut rounds = 0;
+    while rounds < 3 && total.lost == 0 {
+        rounds += 1;
+        ctx.healthy().await?;
+        cluster.script(&["pg-stop", "fast"])?;
+        cluster.script(&[
+            "pg-start",
+            "-c synchronous_commit=off -c wal_writer_delay=10s -c wal_writer_flush_after=1GB",
+        ])?;
+        ctx.healthy().await?;
+        let name = format!("{NAME}-r{rounds}");
+        let load = Load::start(ctx.spec(&name, 100));
+        tokio::time::sleep(ctx.sizes.settle).await;
+        cluster.script(&["pg-stop", "immediate"])?;
+        cluster.script(&["pg-start"])?;
+        let back = Instant::now();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let shared = load.stop().await;
+        let out = settle(NAME, &shared, &ctx.prefix(&name)).await?;
+        let stats = std::mem::take(&mut *lock(&shared.stats));
+        total.recovery_ms = total.recovery_ms.max(ms(last_failure_after(&stats, back)));
+        total.acked += out.acked;
+        total.lost += out.lost;
+        total.duplicated += out.duplicated;
+        all.requests += stats.requests;
+        all.latencies_us.extend(stats.latencies_us);
+        all.failures.extend(stats.failures);
+    }
+    total.requests = all.requests;
+    total.errors = all.errors();
+    total.p99_ms = all.p99_ms();
+    eprintln!("  {NAME}: {rounds} crash(es) with synchronous_commit=off");
+    target(&mut total.missed, total.lost > 0, || {
+        "the ledger found no loss after 3 crashes with synchronous_commit=off".into()
     });
-    Ok(out)
+    Ok(total)
 }
 
 /// `db-network`: latency, black hole and resets between the replicas and PostgreSQL
