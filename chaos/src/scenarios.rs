@@ -327,8 +327,11 @@ pub async fn actor_kills(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Out
         percentile(&restarts, 0.5) / 1000,
         restarts.iter().max().copied().unwrap_or(0) / 1000
     );
-    let stats = lock(&shared.stats);
-    let pct = 100.0 * stats.failures.len() as f64 / stats.requests.max(1) as f64;
+    let (failures, requests, not_503) = {
+        let stats = lock(&shared.stats);
+        (stats.failures.len(), stats.requests, stats.not_503())
+    };
+    let pct = 100.0 * failures as f64 / requests.max(1) as f64;
     target(&mut out.missed, out.lost == 0, || {
         format!("lost {}", out.lost)
     });
@@ -338,8 +341,8 @@ pub async fn actor_kills(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Out
     target(&mut out.missed, pct <= 2.0, || {
         format!("errors {pct:.2} % > 2 %")
     });
-    target(&mut out.missed, stats.not_503() == 0, || {
-        format!("{} errors not 503 + Retry-After", stats.not_503())
+    target(&mut out.missed, not_503 == 0, || {
+        format!("{not_503} errors not 503 + Retry-After")
     });
     target(&mut out.missed, restart_p99 <= 50, || {
         format!("restart p99 {restart_p99} ms > 50")
@@ -351,7 +354,6 @@ pub async fn actor_kills(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Out
             restarts.len()
         )
     });
-    drop(stats);
     cluster
         .wait_all_ready(Duration::from_secs(5))
         .await
