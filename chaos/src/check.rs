@@ -73,9 +73,13 @@ async fn stored(pg: &tokio_postgres::Client, prefix: &str) -> anyhow::Result<Sto
 /// When PostgreSQL cannot be read.
 pub async fn ledger(pg_url: &str, prefix: &str, ledger: &Ledger) -> anyhow::Result<Verdict> {
     let pg = connect(pg_url).await?;
-    let by_title = stored(&pg, prefix).await?;
+    Ok(judge(&stored(&pg, prefix).await?, ledger))
+}
+
+/// The ledger against the rows stored.
+fn judge(by_title: &Stored, ledger: &Ledger) -> Verdict {
     let mut v = Verdict::default();
-    duplicates(&by_title, &mut v);
+    duplicates(by_title, &mut v);
     let by_id: HashMap<&str, (i64, Option<i32>)> = by_title
         .values()
         .flatten()
@@ -110,7 +114,7 @@ pub async fn ledger(pg_url: &str, prefix: &str, ledger: &Ledger) -> anyhow::Resu
             ));
         }
     }
-    Ok(v)
+    v
 }
 
 /// Checks that each of `keys` (acknowledged JetStream commands) made exactly one todo.
@@ -148,5 +152,73 @@ fn duplicates(by_title: &Stored, v: &mut Verdict) {
             v.duplicated += 1;
             v.note(format!("key {title} stored {} times", rows.len()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Acked;
+
+    fn acked(key: &str, versions: &[(i64, Option<i32>)]) -> Acked {
+        Acked {
+            key: key.into(),
+            versions: versions.iter().copied().collect(),
+            ..Acked::default()
+        }
+    }
+
+    fn row(by_title: &mut Stored, title: &str, id: &str, version: i64, order: Option<i32>) {
+        by_title
+            .entry(title.into())
+            .or_default()
+            .push((id.into(), version, order));
+    }
+
+    #[test]
+    fn acknowledged_writes_stored_as_acknowledged_pass() {
+        let mut ledger = Ledger::default();
+        ledger
+            .todos
+            .insert("a".into(), acked("k-1", &[(1, None), (2, Some(7))]));
+        let mut later = acked("k-2", &[(1, None)]);
+        later.maybe.insert(9);
+        ledger.todos.insert("b".into(), later);
+        let mut gone = acked("k-3", &[(1, None)]);
+        gone.deleted = true;
+        ledger.todos.insert("c".into(), gone);
+        let mut stored = Stored::new();
+        row(&mut stored, "k-1", "a", 2, Some(7));
+        row(&mut stored, "k-2", "b", 2, Some(9));
+
+        let v = judge(&stored, &ledger);
+
+        assert_eq!((v.lost, v.duplicated), (0, 0), "{:?}", v.details);
+    }
+
+    #[test]
+    fn missing_older_undeleted_and_doubled_writes_are_counted() {
+        let mut ledger = Ledger::default();
+        ledger.todos.insert("a".into(), acked("k-1", &[(1, None)]));
+        ledger
+            .todos
+            .insert("b".into(), acked("k-2", &[(1, None), (3, Some(5))]));
+        let mut gone = acked("k-3", &[(1, None)]);
+        gone.deleted = true;
+        ledger.todos.insert("c".into(), gone);
+        ledger.todos.insert("d".into(), acked("k-4", &[(1, None)]));
+        let mut stored = Stored::new();
+        row(&mut stored, "k-2", "b", 2, Some(4));
+        row(&mut stored, "k-3", "c", 1, None);
+        row(&mut stored, "k-4", "d", 1, None);
+        row(&mut stored, "k-4", "e", 1, None);
+
+        let v = judge(&stored, &ledger);
+
+        assert_eq!(
+            v.lost, 3,
+            "a missing, b older than acknowledged, c not deleted"
+        );
+        assert_eq!(v.duplicated, 1, "k-4 twice");
     }
 }

@@ -387,3 +387,37 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .pool_max_idle_per_host(256)
         .build()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&v, 0.5), 50);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.99), 0);
+    }
+
+    #[test]
+    fn errors_count_statuses_and_transport_errors() {
+        let mut stats = Stats::default();
+        let now = Instant::now();
+        stats.record("get", now, Answer::Status(200, false));
+        stats.record("create", now, Answer::Status(503, true));
+        stats.record("create", now, Answer::Status(503, false));
+        stats.record("patch", now, Answer::Conn);
+        stats.record("get", now, Answer::Timeout);
+        assert_eq!(stats.errors(), "503:2,conn:1,timeout:1");
+        assert_eq!(stats.requests, 5);
+        assert_eq!(
+            stats.not_503(),
+            3,
+            "a 503 without Retry-After is not a proper 503"
+        );
+        assert_eq!(stats.latencies_us.len(), 4, "a timeout has no latency");
+        assert_eq!(Stats::default().errors(), "none");
+    }
+}

@@ -47,6 +47,18 @@ pub async fn run(listen: &str, target: &str, control: &str) -> anyhow::Result<()
     let control = TcpListener::bind(control)
         .await
         .with_context(|| format!("bind {control}"))?;
+    serve(listener, control, target).await
+}
+
+/// Serves on listeners already bound (tests bind port 0).
+///
+/// # Errors
+/// When accepting fails.
+pub async fn serve(
+    listener: TcpListener,
+    control: TcpListener,
+    target: &str,
+) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         mode: watch::channel(Mode::Pass).0,
         resets: watch::channel(0).0,
@@ -188,4 +200,103 @@ pub async fn control(addr: &str, command: &str) -> anyhow::Result<String> {
         .unwrap_or_default();
     anyhow::ensure!(answer.starts_with("ok"), "proxy: {answer}");
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server, the proxy in front of it, and the proxy's control address.
+    async fn setup() -> (String, String) {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let target = echo.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let control = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (addr, ctl) = (
+            listener.local_addr().expect("addr").to_string(),
+            control.local_addr().expect("addr").to_string(),
+        );
+        tokio::spawn(async move { serve(listener, control, &target).await });
+        (addr, ctl)
+    }
+
+    async fn echo(conn: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+        conn.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 4];
+        match tokio::time::timeout(within, conn.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => Some(buf.to_vec()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn proxy_passes_then_black_holes_then_passes_again() {
+        // Arrange
+        let (addr, ctl) = setup().await;
+        let mut conn = TcpStream::connect(&addr).await.expect("connect");
+        assert_eq!(
+            echo(&mut conn, Duration::from_secs(2)).await.as_deref(),
+            Some(&b"ping"[..])
+        );
+
+        // Act + Assert: nothing comes back through the black hole, the connection stays open
+        control(&ctl, "blackhole").await.expect("blackhole");
+        assert_eq!(echo(&mut conn, Duration::from_millis(300)).await, None);
+        control(&ctl, "pass").await.expect("pass");
+        let mut rest = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut rest))
+            .await
+            .expect("held bytes delivered")
+            .expect("read");
+        assert_eq!(&rest, b"ping");
+    }
+
+    #[tokio::test]
+    async fn proxy_reset_aborts_open_connections_and_lets_new_ones_pass() {
+        // Arrange
+        let (addr, ctl) = setup().await;
+        let mut conn = TcpStream::connect(&addr).await.expect("connect");
+        assert!(echo(&mut conn, Duration::from_secs(2)).await.is_some());
+
+        // Act
+        control(&ctl, "reset").await.expect("reset");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // Assert
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf))
+            .await
+            .expect("an answer, not a hang");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let mut fresh = TcpStream::connect(&addr).await.expect("connect");
+        assert!(echo(&mut fresh, Duration::from_secs(2)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn proxy_latency_delays_every_chunk() {
+        // Arrange
+        let (addr, ctl) = setup().await;
+        let mut conn = TcpStream::connect(&addr).await.expect("connect");
+        control(&ctl, "latency 200").await.expect("latency");
+
+        // Act
+        let started = std::time::Instant::now();
+        let answer = echo(&mut conn, Duration::from_secs(3)).await;
+
+        // Assert: 200 ms each way
+        assert!(answer.is_some());
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -741,3 +741,27 @@ pub fn count(stats: &Stats, extra: &BTreeMap<String, u64>) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_prints_the_agreed_line() {
+        let out = Outcome {
+            name: "pg-crash".into(),
+            requests: 10,
+            acked: 4,
+            lost: 0,
+            duplicated: 0,
+            errors: "503:3".into(),
+            p99_ms: 12,
+            recovery_ms: 340,
+            ..Outcome::default()
+        };
+        assert_eq!(
+            out.line(),
+            "scenario=pg-crash requests=10 acked=4 lost=0 duplicated=0 errors=503:3 p99_ms=12 recovery_ms=340"
+        );
+    }
+}

@@ -146,3 +146,17 @@ pub async fn soak(ctx: &Ctx, cluster: Arc<Cluster>, length: Duration) -> anyhow:
     });
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soak_lengths_are_seconds_minutes_or_hours() {
+        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m").ok(), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h").ok(), Some(Duration::from_secs(7200)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}
