@@ -50,11 +50,11 @@ const HTTP_SERIES: [(&str, &str, &str); 12] = [
 ];
 
 /// Every `method` label value (see `http::method_label`).
-const HTTP_METHODS: [&str; 8] = [
+pub(crate) const HTTP_METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "other",
 ];
 /// Every `route` label value (see `http::route_template`).
-const HTTP_ROUTES: [&str; 6] = [
+pub(crate) const HTTP_ROUTES: [&str; 6] = [
     "/api/todos",
     "/api/todos/events",
     "/api/todos/:id",

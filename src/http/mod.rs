@@ -461,6 +461,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_label_value_has_a_kept_metric_series_slot() {
+        // Arrange: a request of every method and every route shape.
+        let methods = [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "FOO",
+        ];
+        let paths = [
+            "/api/todos",
+            "/api/todos/",
+            "/api/todos/events",
+            "/api/todos/0193f8a0-0000-7000-8000-000000000000",
+            "/health",
+            "/openapi.json",
+            "/no/such/path",
+        ];
+
+        // Act + Assert: their labels are the ones the metrics keep handles for.
+        for m in methods {
+            let method = Method::from_bytes(m.as_bytes()).expect("method");
+            assert!(
+                crate::metrics::HTTP_METHODS.contains(&method_label(&method)),
+                "{m}"
+            );
+        }
+        for p in paths {
+            assert!(
+                crate::metrics::HTTP_ROUTES.contains(&route_template(p)),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_methods_share_one_label() {
         assert_eq!(method_label(&Method::GET), "GET");
         let invented = Method::from_bytes(b"FOO0").expect("a token is a method");
