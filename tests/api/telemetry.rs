@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::helpers::{ServiceProcess, nats_prefix, nats_url, spawn_process};
+use crate::helpers::{ServiceProcess, nats_prefix, nats_url, spawn_process, wait_for};
 
 /// One span as exported, with its resource's attributes.
 #[derive(Debug, Clone)]
@@ -436,18 +436,17 @@ async fn nats_requests_commands_and_events_carry_the_trace_on() {
         .expect("subscribe");
 
     // Request/reply, once the endpoints answer.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the NATS endpoints never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "the NATS endpoints answer",
+        Duration::from_secs(10),
+        async || {
+            client
+                .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
     let (trace, parent, traceparent) = caller_context();
     let mut headers = HeaderMap::new();
     headers.insert("traceparent", traceparent.as_str());
@@ -818,18 +817,17 @@ async fn every_log_line_is_unique_keyed_json_that_fits_the_schema_and_the_index_
         assert!(r.expect("request").status().as_u16() < 500);
     }
     let client = async_nats::connect(&url).await.expect("nats");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the NATS endpoints never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "the NATS endpoints answer",
+        Duration::from_secs(10),
+        async || {
+            client
+                .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
     let killed = http
         .post(format!("{}/admin/chaos/kill/shard-0", p.admin))
         .bearer_auth(crate::helpers::ADMIN_TOKEN)
