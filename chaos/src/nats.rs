@@ -216,15 +216,9 @@ impl LoadSpecFor {
 
 /// JetStream commands at 50/s, each retried with its `Nats-Msg-Id` until acknowledged.
 async fn publish_commands(js: async_nats::jetstream::Context, f: Arc<Figures>, prefix: String) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::new();
-    let mut n = 0u64;
-    while !f.stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        n += 1;
+    every(Duration::from_millis(20), &f, |n| {
         let (js, f, key) = (js.clone(), Arc::clone(&f), format!("{prefix}-{n}"));
-        tasks.push(tokio::spawn(async move {
+        async move {
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(30) {
                 f.js_sent.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +236,25 @@ async fn publish_commands(js: async_nats::jetstream::Context, f: Arc<Figures>, p
                 f.js_failed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        }));
+        }
+    })
+    .await;
+}
+
+/// Starts `task(n)` every `period` (open loop: never waiting for an answer) until the
+/// figures say stop, then waits for the tasks it started.
+async fn every<F>(period: Duration, f: &Figures, mut task: impl FnMut(u64) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while !f.stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        n += 1;
+        tasks.push(tokio::spawn(task(n)));
     }
     for t in tasks {
         let _ = t.await;
@@ -251,15 +263,9 @@ async fn publish_commands(js: async_nats::jetstream::Context, f: Arc<Figures>, p
 
 /// Request/reply at 20/s: a create, then a get of what it made.
 async fn requests(nats: async_nats::Client, f: Arc<Figures>, prefix: String) {
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::new();
-    let mut n = 0u64;
-    while !f.stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        n += 1;
+    every(Duration::from_millis(50), &f, |n| {
         let (nats, f, key) = (nats.clone(), Arc::clone(&f), format!("{prefix}-{n}"));
-        tasks.push(tokio::spawn(async move {
+        async move {
             let Some(todo) = request(&nats, &f, "todo.create", json!({ "title": key })).await
             else {
                 return;
@@ -268,11 +274,9 @@ async fn requests(nats: async_nats::Client, f: Arc<Figures>, prefix: String) {
             if let Some(id) = todo["id"].as_str() {
                 request(&nats, &f, "todo.get", json!({ "id": id })).await;
             }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+        }
+    })
+    .await;
 }
 
 async fn request(

@@ -342,12 +342,7 @@ pub async fn actor_kills(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<Out
         (stats.failures.len(), stats.requests, stats.not_503())
     };
     let pct = 100.0 * failures as f64 / requests.max(1) as f64;
-    target(&mut out.missed, out.lost == 0, || {
-        format!("lost {}", out.lost)
-    });
-    target(&mut out.missed, out.duplicated == 0, || {
-        format!("duplicated {}", out.duplicated)
-    });
+    ledger_targets(&mut out);
     target(&mut out.missed, pct <= 2.0, || {
         format!("errors {pct:.2} % > 2 %")
     });
@@ -420,12 +415,7 @@ pub async fn restart_storm(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result<O
         ms(exited),
         late.len()
     );
-    target(&mut out.missed, out.lost == 0, || {
-        format!("lost {}", out.lost)
-    });
-    target(&mut out.missed, out.duplicated == 0, || {
-        format!("duplicated {}", out.duplicated)
-    });
+    ledger_targets(&mut out);
     target(
         &mut out.missed,
         unready.is_some_and(|d| d <= Duration::from_secs(5)),
@@ -471,12 +461,7 @@ pub async fn replica_sigterm(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result
     out.recovery_ms = restart.as_ref().map_or(u64::MAX, |d| ms(*d));
     eprintln!("  {NAME}: exit {exit:?} {} ms after SIGTERM", ms(took));
     let stats = lock(&shared.stats);
-    target(&mut out.missed, out.lost == 0, || {
-        format!("lost {}", out.lost)
-    });
-    target(&mut out.missed, out.duplicated == 0, || {
-        format!("duplicated {}", out.duplicated)
-    });
+    ledger_targets(&mut out);
     target(&mut out.missed, stats.failures.is_empty(), || {
         format!("{} requests failed", stats.failures.len())
     });
@@ -520,12 +505,7 @@ pub async fn replica_sigkill(ctx: &Ctx, cluster: Arc<Cluster>) -> anyhow::Result
         stats.failures.len(),
         after.len()
     );
-    target(&mut out.missed, out.lost == 0, || {
-        format!("lost {}", out.lost)
-    });
-    target(&mut out.missed, out.duplicated == 0, || {
-        format!("duplicated {}", out.duplicated)
-    });
+    ledger_targets(&mut out);
     target(&mut out.missed, after.is_empty(), || {
         format!(
             "{} requests sent after the kill failed: {:?}",
@@ -585,6 +565,15 @@ pub async fn pg(ctx: &Ctx, cluster: Arc<Cluster>, fault: PgFault) -> anyhow::Res
     Ok(out)
 }
 
+/// The ledger's targets, every scenario's: nothing acknowledged lost, no key applied twice.
+fn ledger_targets(out: &mut Outcome) {
+    let (lost, duplicated) = (out.lost, out.duplicated);
+    target(&mut out.missed, lost == 0, || format!("lost {lost}"));
+    target(&mut out.missed, duplicated == 0, || {
+        format!("duplicated {duplicated}")
+    });
+}
+
 fn pg_targets(out: &mut Outcome, shared: &Shared, back: Instant) {
     let stats = lock(&shared.stats);
     let recovery = last_failure_after(&stats, back);
@@ -604,12 +593,7 @@ fn outage_targets(out: &mut Outcome, stats: &Stats, recovery: Duration, after: &
         stats.failures.len(),
         stats.not_503()
     );
-    target(&mut out.missed, out.lost == 0, || {
-        format!("lost {}", out.lost)
-    });
-    target(&mut out.missed, out.duplicated == 0, || {
-        format!("duplicated {}", out.duplicated)
-    });
+    ledger_targets(out);
     target(
         &mut out.missed,
         stats.max_wait <= Duration::from_secs(2),

@@ -429,24 +429,12 @@ async fn nats_requests_commands_and_events_carry_the_trace_on() {
     let url = nats_url();
     let prefix = nats_prefix();
     let p = start_traced(&receiver, &[("NATS_URL", &url), ("NATS_PREFIX", &prefix)]).await;
-    let client = async_nats::connect(&url).await.expect("nats client");
+    let client = nats_responding(&url, &prefix).await;
     let mut events = client
         .subscribe(format!("{prefix}.events.created"))
         .await
         .expect("subscribe");
 
-    // Request/reply, once the endpoints answer.
-    wait_for(
-        "the NATS endpoints answer",
-        Duration::from_secs(10),
-        async || {
-            client
-                .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
     let (trace, parent, traceparent) = caller_context();
     let mut headers = HeaderMap::new();
     headers.insert("traceparent", traceparent.as_str());
@@ -816,18 +804,7 @@ async fn every_log_line_is_unique_keyed_json_that_fits_the_schema_and_the_index_
     ] {
         assert!(r.expect("request").status().as_u16() < 500);
     }
-    let client = async_nats::connect(&url).await.expect("nats");
-    wait_for(
-        "the NATS endpoints answer",
-        Duration::from_secs(10),
-        async || {
-            client
-                .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
+    let client = nats_responding(&url, &prefix).await;
     let killed = http
         .post(format!("{}/admin/chaos/kill/shard-0", p.admin))
         .bearer_auth(crate::helpers::ADMIN_TOKEN)
@@ -935,4 +912,22 @@ async fn every_log_line_is_unique_keyed_json_that_fits_the_schema_and_the_index_
     for stream in ["COMMANDS", "EVENTS", "DLQ"] {
         let _ = js.delete_stream(format!("{upper}_{stream}")).await;
     }
+}
+
+/// A client of the NATS server at `url`, once the service's endpoints under `prefix`
+/// answer.
+async fn nats_responding(url: &str, prefix: &str) -> async_nats::Client {
+    let client = async_nats::connect(url).await.expect("nats client");
+    wait_for(
+        "the NATS endpoints answer",
+        Duration::from_secs(10),
+        async || {
+            client
+                .request(format!("{prefix}.list"), Bytes::from_static(b"{}"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    client
 }
