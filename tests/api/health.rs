@@ -9,16 +9,29 @@ use crate::helpers::{ADMIN_TOKEN, spawn_app, spawn_app_with, wait_for};
 #[tokio::test]
 async fn health_livez_readyz_and_actors_answer() {
     let app = spawn_app().await;
-    // On a busy machine the background actors may still be connecting right after start.
-    wait_for("every actor running", Duration::from_secs(10), async || {
-        let actors: Vec<Value> = app
-            .admin_get("/admin/actors")
-            .await
-            .json()
-            .await
-            .unwrap_or_default();
-        actors.len() == 9 && actors.iter().all(|a| a["status"] == "running")
-    })
+    // On a busy machine the background actors (the change listener among them: caches
+    // stay bypassed, readiness "degraded", until it has connected) may still be starting.
+    wait_for(
+        "every actor running and ready",
+        Duration::from_secs(10),
+        async || {
+            let actors: Vec<Value> = app
+                .admin_get("/admin/actors")
+                .await
+                .json()
+                .await
+                .unwrap_or_default();
+            let ready: Value = app
+                .admin_get("/readyz")
+                .await
+                .json()
+                .await
+                .unwrap_or_default();
+            actors.len() == 9
+                && actors.iter().all(|a| a["status"] == "running")
+                && ready["status"] == "ready"
+        },
+    )
     .await;
     let r = app.get("/health").await;
     assert_eq!(r.status(), 200);
