@@ -7,6 +7,7 @@
 //! idle stream.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
@@ -34,7 +35,7 @@ pub fn route(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> 
         .and(with_ctx(ctx))
         .and(request_id())
         .and(warp::ext::optional::<ConnectionCloser>())
-        .and(warp::header::headers_cloned())
+        .and(super::headers())
         .then(change_feed);
     let other = path().map(|| ApiError::MethodNotAllowed("GET, OPTIONS").into_response());
     get.or(other).unify()
@@ -45,7 +46,7 @@ async fn change_feed(
     ctx: Ctx,
     id: RequestId,
     closer: Option<ConnectionCloser>,
-    headers: HeaderMap,
+    headers: Arc<HeaderMap>,
 ) -> Response {
     let opened = async {
         let call = ctx.call(&headers, &id)?;

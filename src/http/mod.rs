@@ -143,6 +143,20 @@ impl RequestId {
     }
 }
 
+/// A request's headers, moved out of the request by [`Edge`] (not copied) and shared
+/// with the handler that answers it.
+#[derive(Debug, Clone)]
+pub struct Headers(pub Arc<HeaderMap>);
+
+/// The request's headers: the ones [`Edge`] moved aside, else (a request that bypassed
+/// `Edge`, or a preflight, whose headers stay in place) a copy.
+pub fn headers() -> impl Filter<Extract = (Arc<HeaderMap>,), Error = Infallible> + Clone {
+    warp::ext::get::<Headers>()
+        .map(|h: Headers| h.0)
+        .or(warp::header::headers_cloned().map(Arc::new))
+        .unify()
+}
+
 /// Hands every request a clone of the shared context `ctx`.
 fn with_ctx<T: Send + Sync + 'static>(
     ctx: Arc<T>,
@@ -275,7 +289,7 @@ struct Seen {
     started: Instant,
     method: &'static str,
     route: &'static str,
-    path: String,
+    uri: http::Uri,
     origin: Option<HeaderValue>,
     request_id: RequestId,
 }
@@ -299,7 +313,7 @@ where
             started: Instant::now(),
             method: method_label(request.method()),
             route: route_template(request.uri().path()),
-            path: request.uri().path().to_owned(),
+            uri: request.uri().clone(),
             origin: request.headers().get(header::ORIGIN).cloned(),
             request_id: request_id.clone(),
         };
@@ -310,7 +324,7 @@ where
             request_id = %request_id.0,
             http.request.method = seen.method,
             http.route = seen.route,
-            url.path = %seen.path,
+            url.path = seen.uri.path(),
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
@@ -318,6 +332,12 @@ where
             request.headers().get(name).and_then(|v| v.to_str().ok())
         });
         request.extensions_mut().insert(request_id);
+        if request.method() != Method::OPTIONS {
+            // The handlers read the headers from here; only a preflight's filters read
+            // them in place.
+            let headers = std::mem::take(request.headers_mut());
+            request.extensions_mut().insert(Headers(Arc::new(headers)));
+        }
         let ctx = Arc::clone(&self.ctx);
         let in_flight = InFlight::new(&ctx.metrics.http_in_flight);
         let served = self.inner.call(request);
@@ -375,7 +395,7 @@ fn finish(ctx: &ApiContext, seen: Seen, mut response: Response) -> Response {
     series.requests.inc();
     series.duration.observe(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1e3;
-    let (method, route, path) = (seen.method, seen.route, seen.path.as_str());
+    let (method, route, path) = (seen.method, seen.route, seen.uri.path());
     let request_id = &*seen.request_id.0;
     if status.is_server_error() {
         tracing::warn!(
@@ -411,10 +431,14 @@ fn finish(ctx: &ApiContext, seen: Seen, mut response: Response) -> Response {
 pub fn body(
     ctx: Ctx,
 ) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
+    headers()
         .and(warp::body::stream())
-        .then(move |declared, stream| {
+        .then(move |headers: Arc<HeaderMap>, stream| {
             let timeout = ctx.body_timeout;
+            // hyper has already refused a malformed or repeated length.
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             async move {
                 tokio::time::timeout(timeout, read_limited(declared, stream))
                     .await

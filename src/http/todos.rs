@@ -16,7 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use super::{Ctx, RequestId, body, raw_query, request_id, with_ctx};
+use super::{Ctx, RequestId, body, headers, raw_query, request_id, with_ctx};
 use crate::service::conditional::{etag, if_match_versions, not_modified};
 use crate::service::idempotency::Key;
 use crate::service::wire::{ListParams, TodoBody, TodoDto, base_url};
@@ -25,10 +25,6 @@ use crate::service::{Page, ServiceError, Written};
 /// All `/api/todos` routes.
 pub fn routes(ctx: Ctx) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     collection(Arc::clone(&ctx)).or(item(ctx)).unify()
-}
-
-fn headers() -> impl Filter<Extract = (HeaderMap,), Error = std::convert::Infallible> + Clone {
-    warp::header::headers_cloned()
 }
 
 /// `/api/todos`: GET list, POST create, DELETE clear.
@@ -184,7 +180,7 @@ fn written_response(ctx: &Ctx, headers: &HeaderMap, written: &Written) -> Respon
 }
 
 /// `GET /api/todos`
-async fn list_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String) -> Response {
+async fn list_todos(ctx: Ctx, id: RequestId, headers: Arc<HeaderMap>, query: String) -> Response {
     respond(
         async {
             let call = ctx.call(&headers, &id)?;
@@ -214,7 +210,7 @@ async fn list_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String) 
 async fn create_todo(
     ctx: Ctx,
     id: RequestId,
-    headers: HeaderMap,
+    headers: Arc<HeaderMap>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
     respond(
@@ -230,7 +226,7 @@ async fn create_todo(
 }
 
 /// `DELETE /api/todos`
-async fn clear_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String) -> Response {
+async fn clear_todos(ctx: Ctx, id: RequestId, headers: Arc<HeaderMap>, query: String) -> Response {
     respond(
         async {
             let call = ctx.call(&headers, &id)?;
@@ -245,7 +241,7 @@ async fn clear_todos(ctx: Ctx, id: RequestId, headers: HeaderMap, query: String)
 }
 
 /// `GET /api/todos/{id}`
-async fn get_todo(raw: String, ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
+async fn get_todo(raw: String, ctx: Ctx, id: RequestId, headers: Arc<HeaderMap>) -> Response {
     respond(
         async {
             let call = ctx.call(&headers, &id)?;
@@ -272,7 +268,7 @@ async fn patch_todo(
     raw: String,
     ctx: Ctx,
     id: RequestId,
-    headers: HeaderMap,
+    headers: Arc<HeaderMap>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
     respond(
@@ -297,7 +293,7 @@ async fn replace_todo(
     raw: String,
     ctx: Ctx,
     id: RequestId,
-    headers: HeaderMap,
+    headers: Arc<HeaderMap>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
     respond(
@@ -314,7 +310,7 @@ async fn replace_todo(
 }
 
 /// `DELETE /api/todos/{id}`
-async fn delete_todo(raw: String, ctx: Ctx, id: RequestId, headers: HeaderMap) -> Response {
+async fn delete_todo(raw: String, ctx: Ctx, id: RequestId, headers: Arc<HeaderMap>) -> Response {
     respond(
         async {
             let call = ctx.call(&headers, &id)?;
