@@ -7,14 +7,16 @@
 //!   `message`, the event's fields, the fields of every span it is in (innermost first;
 //!   a key is written once), and `trace_id`/`span_id` of the current span. `pretty` is
 //!   for humans.
-//! - Traces: an OpenTelemetry layer is always installed (so log lines carry trace ids,
-//!   and spans link across edges and actors); spans are exported over OTLP only when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set,
-//!   over HTTP/protobuf by default or HTTP/JSON (`OTEL_EXPORTER_OTLP_PROTOCOL`), from a
+//! - Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//!   set, an OpenTelemetry layer makes every span and exports it over OTLP, over
+//!   HTTP/protobuf by default or HTTP/JSON (`OTEL_EXPORTER_OTLP_PROTOCOL`), from a
 //!   batch processor on its own thread (`OTEL_BSP_*`), sampled per `OTEL_TRACES_SAMPLER`
-//!   (parent-based always-on by default). `OTEL_SDK_DISABLED=true` turns tracing off
-//!   (no trace ids in logs either). Export never blocks a request: a full queue
-//!   drops spans, a failed export is logged by the SDK. Resource: `service.name`
+//!   (parent-based always-on by default). Without an endpoint nothing is exported, so
+//!   spans get only their W3C ids ([`TraceIds`]: a trace id taken from `traceparent` or
+//!   made, a span id each): what log lines and the `traceparent` the service passes on
+//!   need, at a fraction of the SDK's cost per span. `OTEL_SDK_DISABLED=true` turns
+//!   tracing off (no trace ids in logs either). Export never blocks a request: a full
+//!   queue drops spans, a failed export is logged by the SDK. Resource: `service.name`
 //!   (`OTEL_SERVICE_NAME`, default `todo-service`), `service.version`,
 //!   `service.instance.id` (this process's replica id), plus `OTEL_RESOURCE_ATTRIBUTES`.
 //!
@@ -25,11 +27,11 @@ use std::io::{self, BufWriter, Write as _};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceFlags, TraceId, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, SdkTracerProvider};
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -183,12 +185,14 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             !(meta.is_span() && meta.target().starts_with("ractor"))
         }));
-    let otel = tracing_on.then_some(otel);
+    let exporting = tracing_on && settings.traces_endpoint().is_some();
+    let otel = exporting.then_some(otel);
+    let ids = (tracing_on && !exporting).then_some(TraceIds);
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(otel)
+        .with(ids)
         .with(SpanFields);
-    let exporting = tracing_on && settings.traces_endpoint().is_some();
     let logs = BufferedStdout::new();
     let result = match settings.log_format {
         LogFormat::Json => registry
@@ -465,30 +469,35 @@ where
         if let Some(scope) = ctx.event_scope() {
             let mut current = None;
             for span in scope {
-                current.get_or_insert_with(|| span.id());
-                if let Some(Fields(fields)) = span.extensions().get::<Fields>() {
+                let extensions = span.extensions();
+                current.get_or_insert_with(|| (span.id(), extensions.get::<Ids>().copied()));
+                if let Some(Fields(fields)) = extensions.get::<Fields>() {
                     for (k, v) in fields {
                         line.value(k, v);
                     }
                 }
             }
-            if let Some(id) = current {
-                let context = tracing::dispatcher::get_default(|d| {
-                    tracing_opentelemetry::get_otel_context(&id, d)
-                });
-                if let Some(context) = context {
-                    let span = context.span();
-                    let sc = span.span_context();
-                    if sc.is_valid() {
-                        use std::io::Write as _;
-                        // Hex digits: nothing to escape. Writing into a Vec cannot fail.
-                        if line.key("trace_id") {
-                            let _ = write!(line.buf, "\"{}\"", sc.trace_id());
-                        }
-                        if line.key("span_id") {
-                            let _ = write!(line.buf, "\"{}\"", sc.span_id());
-                        }
-                    }
+            let ids = current.and_then(|(id, ids)| {
+                ids.or_else(|| {
+                    let context = tracing::dispatcher::get_default(|d| {
+                        tracing_opentelemetry::get_otel_context(&id, d)
+                    })?;
+                    let sc = context.span().span_context().clone();
+                    sc.is_valid().then(|| Ids {
+                        trace: sc.trace_id(),
+                        span: sc.span_id(),
+                        flags: sc.trace_flags(),
+                    })
+                })
+            });
+            if let Some(ids) = ids {
+                use std::io::Write as _;
+                // Hex digits: nothing to escape. Writing into a Vec cannot fail.
+                if line.key("trace_id") {
+                    let _ = write!(line.buf, "\"{}\"", ids.trace);
+                }
+                if line.key("span_id") {
+                    let _ = write!(line.buf, "\"{}\"", ids.span);
                 }
             }
         }
@@ -543,23 +552,93 @@ pub fn continue_trace<'h>(span: &tracing::Span, header: impl Fn(&str) -> Option<
         carrier.insert("tracestate".to_owned(), state.to_owned());
     }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let _ = span.set_parent(parent);
+    let remote = parent.span().span_context().clone();
+    let joined = with_ids(span, |ids| {
+        if remote.is_valid() {
+            ids.trace = remote.trace_id();
+            ids.flags = remote.trace_flags();
+        }
+    });
+    if joined.is_none() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
 }
 
 /// The W3C `traceparent` of `span`, to pass on in a message the service publishes.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let context = span.context();
-    let sc = context.span().span_context().clone();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+    let ids = with_ids(span, |ids| *ids).or_else(|| {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = span.context();
+        let sc = context.span().span_context().clone();
+        sc.is_valid().then(|| Ids {
+            trace: sc.trace_id(),
+            span: sc.span_id(),
+            flags: sc.trace_flags(),
+        })
+    })?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        ids.trace,
+        ids.span,
+        ids.flags.to_u8()
+    ))
+}
+
+/// A span's W3C ids, when spans are not exported (see [`TraceIds`]).
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    trace: TraceId,
+    span: SpanId,
+    flags: TraceFlags,
+}
+
+/// Gives every span its W3C ids and nothing else: the trace id of the nearest enclosing
+/// span that has one (or a new trace), a new span id. Used instead of the OpenTelemetry
+/// layer when nothing is exported. ractor's lifelong actor spans get none, as they get
+/// no OpenTelemetry span when exporting.
+struct TraceIds;
+
+impl<S> Layer<S> for TraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        if attrs.metadata().target().starts_with("ractor") {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let inherited = span.scope().skip(1).find_map(|s| {
+            s.extensions()
+                .get::<Ids>()
+                .map(|ids| (ids.trace, ids.flags))
+        });
+        let ids = RandomIdGenerator::default();
+        let (trace, flags) = inherited.unwrap_or_else(|| (ids.new_trace_id(), TraceFlags::SAMPLED));
+        span.extensions_mut().insert(Ids {
+            trace,
+            span: ids.new_span_id(),
+            flags,
+        });
+    }
+}
+
+/// Runs `f` on the [`Ids`] of `span`, when it has some (the [`TraceIds`] layer runs).
+fn with_ids<R>(span: &tracing::Span, f: impl FnOnce(&mut Ids) -> R) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span(id)?;
+        let mut extensions = data.extensions_mut();
+        extensions.get_mut::<Ids>().map(f)
     })
+    .flatten()
 }
 
 #[cfg(test)]

@@ -931,3 +931,142 @@ async fn nats_responding(url: &str, prefix: &str) -> async_nats::Client {
     .await;
     client
 }
+
+/// The access line of the request with `x-request-id: id`, once it is written.
+async fn access_line(p: &ServiceProcess, id: &str) -> Value {
+    let needle = format!("\"request_id\":\"{id}\"");
+    let mut found = None;
+    wait_for(
+        &format!("the access line of {id}"),
+        Duration::from_secs(5),
+        async || {
+            found = p
+                .log_lines_with(&needle)
+                .into_iter()
+                .find(|l| l.contains("\"request completed\""));
+            found.is_some()
+        },
+    )
+    .await;
+    serde_json::from_str(&found.unwrap_or_default()).expect("a JSON line")
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+}
+
+#[tokio::test]
+async fn without_an_exporter_the_callers_trace_still_reaches_logs_replies_and_events() {
+    // Arrange: the service as it ships, no OTLP endpoint (spans get ids, nothing is
+    // exported), with NATS.
+    let url = nats_url();
+    let prefix = nats_prefix();
+    let p = spawn_process(&[("NATS_URL", &url), ("NATS_PREFIX", &prefix)]).await;
+    let client = nats_responding(&url, &prefix).await;
+    let mut events = client
+        .subscribe(format!("{prefix}.events.created"))
+        .await
+        .expect("subscribe");
+    let http = reqwest::Client::new();
+
+    // Act 1: an HTTP create that carries the caller's trace.
+    let (trace, parent, traceparent) = caller_context();
+    let created: Value = http
+        .post(format!("{}/api/todos", p.address))
+        .header("traceparent", &traceparent)
+        .header("x-request-id", "ids-create")
+        .json(&json!({ "title": "traced, not exported" }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+
+    // Assert: its access line is in the caller's trace, with a span id of its own.
+    let line = access_line(&p, "ids-create").await;
+    assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    let span = line["span_id"].as_str().unwrap_or_default();
+    assert!(is_hex(span, 16) && span != parent, "{line}");
+    // ... and so is the event of the change the relay publishes.
+    let event_tp = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the created event within 10 s")
+            .expect("subscription open");
+        let body: Value = serde_json::from_slice(&event.payload).unwrap_or_default();
+        if body["id"] == created["id"] {
+            break event
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("traceparent"))
+                .map(|v| v.as_str().to_owned())
+                .expect("the event carries a traceparent");
+        }
+    };
+    let parts: Vec<&str> = event_tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{event_tp}");
+    assert_eq!(parts[1], trace, "event {event_tp} continues {trace}");
+    assert!(is_hex(parts[2], 16) && parts[2] != parent, "{event_tp}");
+    assert_eq!(
+        parts[3], "01",
+        "the caller's sampled flag is kept: {event_tp}"
+    );
+
+    // Act 2: a NATS request that carries another trace.
+    let (nats_trace, nats_parent, nats_tp) = caller_context();
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", nats_tp.as_str());
+    headers.insert("Todo-Owner", "tracer");
+    let reply = client
+        .request_with_headers(
+            format!("{prefix}.create"),
+            headers,
+            Bytes::from_static(br#"{"title":"over NATS"}"#),
+        )
+        .await
+        .expect("create over NATS");
+    // Assert: the reply continues that trace from a span of the service's own.
+    let reply_tp = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned())
+        .expect("the reply carries a traceparent");
+    let parts: Vec<&str> = reply_tp.split('-').collect();
+    assert_eq!(parts.get(1), Some(&nats_trace.as_str()), "{reply_tp}");
+    assert!(
+        parts
+            .get(2)
+            .is_some_and(|s| is_hex(s, 16) && *s != nats_parent),
+        "{reply_tp}"
+    );
+
+    // Act 3: requests without a trace.
+    for id in ["ids-get-1", "ids-get-2"] {
+        let r = http
+            .get(format!("{}/api/todos", p.address))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(r.status(), 200);
+    }
+    // Assert: each starts a trace of its own.
+    let (a, b) = (
+        access_line(&p, "ids-get-1").await,
+        access_line(&p, "ids-get-2").await,
+    );
+    let (ta, tb) = (
+        a["trace_id"].as_str().unwrap_or_default(),
+        b["trace_id"].as_str().unwrap_or_default(),
+    );
+    assert!(is_hex(ta, 32) && is_hex(tb, 32), "{a}\n{b}");
+    assert!(ta != tb && ta != trace && tb != trace, "{a}\n{b}");
+
+    let js = async_nats::jetstream::new(client);
+    let upper = prefix.to_uppercase();
+    for stream in ["COMMANDS", "EVENTS", "DLQ"] {
+        let _ = js.delete_stream(format!("{upper}_{stream}")).await;
+    }
+}
