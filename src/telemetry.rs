@@ -454,11 +454,14 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut line = Line {
-            buf: Vec::with_capacity(512),
-            keys: Vec::with_capacity(24),
+        // Each thread writes its lines in one buffer it keeps: no allocation per line.
+        let mut line = LINE.with(|l| l.take()).unwrap_or_else(|| Line {
+            buf: Vec::with_capacity(1024),
+            keys: Vec::with_capacity(32),
             scratch: String::new(),
-        };
+        });
+        line.buf.clear();
+        line.keys.clear();
         line.buf.push(b'{');
         if line.key("timestamp") {
             timestamp(&mut line.buf, chrono::Utc::now());
@@ -502,8 +505,20 @@ where
             }
         }
         line.buf.extend_from_slice(b"}\n");
-        writer.write_str(std::str::from_utf8(&line.buf).map_err(|_| fmt::Error)?)
+        let written = std::str::from_utf8(&line.buf)
+            .map_err(|_| fmt::Error)
+            .and_then(|text| writer.write_str(text));
+        // An unusually long line does not pin its memory in the thread for good.
+        if line.buf.capacity() <= 16 * 1024 {
+            LINE.with(|l| l.set(Some(line)));
+        }
+        written
     }
+}
+
+thread_local! {
+    /// The thread's line buffer, between two lines.
+    static LINE: std::cell::Cell<Option<Line>> = const { std::cell::Cell::new(None) };
 }
 
 /// Writes `now` as a JSON string, RFC 3339 UTC with microseconds
