@@ -42,7 +42,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Pause before connecting again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// Events read per query.
-const READ_LIMIT: i64 = 5000;
+const READ_LIMIT: i64 = 1000;
 
 /// What the listener needs.
 #[derive(Clone)]
