@@ -202,6 +202,25 @@ async fn serve_otlp(
     }
 }
 
+/// The `traceparent` of the event about todo `id` on `events` (within 10 s).
+async fn event_traceparent(events: &mut async_nats::Subscriber, id: &Value) -> String {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the created event within 10 s")
+            .expect("subscription open");
+        let body: Value = serde_json::from_slice(&event.payload).unwrap_or_default();
+        if body["id"] == *id {
+            return event
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("traceparent"))
+                .map(|v| v.as_str().to_owned())
+                .expect("the event carries a traceparent");
+        }
+    }
+}
+
 /// A fresh W3C trace context: (trace id, parent span id, `traceparent`).
 fn caller_context() -> (String, String, String) {
     let trace = uuid::Uuid::now_v7().simple().to_string();
@@ -461,21 +480,7 @@ async fn nats_requests_commands_and_events_carry_the_trace_on() {
     );
 
     // The event of the change continues the trace too.
-    let event_tp = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("the created event within 10 s")
-            .expect("subscription open");
-        let body: Value = serde_json::from_slice(&event.payload).unwrap_or_default();
-        if body["id"] == created["id"] {
-            break event
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("traceparent"))
-                .map(|v| v.as_str().to_owned())
-                .expect("the event carries a traceparent");
-        }
-    };
+    let event_tp = event_traceparent(&mut events, &created["id"]).await;
     assert!(
         event_tp.contains(&trace),
         "event {event_tp} continues {trace}"
@@ -989,21 +994,7 @@ async fn without_an_exporter_the_callers_trace_still_reaches_logs_replies_and_ev
     let span = line["span_id"].as_str().unwrap_or_default();
     assert!(is_hex(span, 16) && span != parent, "{line}");
     // ... and so is the event of the change the relay publishes.
-    let event_tp = loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("the created event within 10 s")
-            .expect("subscription open");
-        let body: Value = serde_json::from_slice(&event.payload).unwrap_or_default();
-        if body["id"] == created["id"] {
-            break event
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("traceparent"))
-                .map(|v| v.as_str().to_owned())
-                .expect("the event carries a traceparent");
-        }
-    };
+    let event_tp = event_traceparent(&mut events, &created["id"]).await;
     let parts: Vec<&str> = event_tp.split('-').collect();
     assert_eq!(parts.len(), 4, "{event_tp}");
     assert_eq!(parts[1], trace, "event {event_tp} continues {trace}");
