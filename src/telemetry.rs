@@ -27,7 +27,9 @@ use std::io::{self, BufWriter, Write as _};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanId, TraceContextExt, TraceFlags, TraceId, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
+};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -169,25 +171,28 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         settings.rust_log
     ))
     .unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = provider(settings)?;
-    let tracer = provider.tracer("todo-service");
-    let tracing_on = !settings.sdk_disabled;
+    // Spans are exported only with an endpoint (and tracing on); without one they get
+    // their W3C ids only (`TraceIds`), and no SDK provider is made at all.
+    let endpoint = settings
+        .traces_endpoint()
+        .filter(|_| !settings.sdk_disabled);
+    let provider = endpoint.map(|e| provider(settings, e)).transpose()?;
     // ractor's lifelong "Actor" spans are not traced: they would only be exported when
     // an actor stops, leaving everything under them orphaned until then.
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        // Neither busy/idle timings (a clock read on every poll) nor an OpenTelemetry
-        // context attached on every enter: spans carry their context themselves.
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            !(meta.is_span() && meta.target().starts_with("ractor"))
-        }));
-    let exporting = tracing_on && settings.traces_endpoint().is_some();
-    let otel = exporting.then_some(otel);
-    let ids = (tracing_on && !exporting).then_some(TraceIds);
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("todo-service"))
+            .with_location(false)
+            .with_threads(false)
+            // Neither busy/idle timings (a clock read on every poll) nor an OpenTelemetry
+            // context attached on every enter: spans carry their context themselves.
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                !(meta.is_span() && actor_span(meta))
+            }))
+    });
+    let ids = (!settings.sdk_disabled && provider.is_none()).then_some(TraceIds);
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(otel)
@@ -209,7 +214,9 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     };
     if result.is_err() {
         // Another subscriber was installed first (tests): keep it, export nothing.
-        let _ = provider.shutdown();
+        if let Some(provider) = provider {
+            let _ = provider.shutdown();
+        }
         return Ok(TelemetryGuard {
             provider: None,
             logs: None,
@@ -217,14 +224,16 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     }
     logs.start_flushing();
     Ok(TelemetryGuard {
-        provider: exporting.then_some(provider),
+        provider,
         logs: Some(logs),
     })
 }
 
-/// The tracer provider: with an OTLP exporter when an endpoint is configured, else one
-/// that only makes span contexts (for the trace ids in logs and propagation).
-fn provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, TelemetryError> {
+/// The tracer provider that exports to `endpoint` over OTLP/HTTP.
+fn provider(
+    settings: &TelemetrySettings,
+    endpoint: String,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let resource = Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attributes([
@@ -233,12 +242,6 @@ fn provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, Telemetry
         ])
         .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    let endpoint = settings
-        .traces_endpoint()
-        .filter(|_| !settings.sdk_disabled);
-    let Some(endpoint) = endpoint else {
-        return Ok(builder.build());
-    };
     let protocol = match settings.otlp_protocol.as_str() {
         "http/protobuf" => Protocol::HttpBinary,
         "http/json" => Protocol::HttpJson,
@@ -485,12 +488,7 @@ where
                     let context = tracing::dispatcher::get_default(|d| {
                         tracing_opentelemetry::get_otel_context(&id, d)
                     })?;
-                    let sc = context.span().span_context().clone();
-                    sc.is_valid().then(|| Ids {
-                        trace: sc.trace_id(),
-                        span: sc.span_id(),
-                        flags: sc.trace_flags(),
-                    })
+                    Ids::of(context.span().span_context())
                 })
             });
             if let Some(ids) = ids {
@@ -567,11 +565,11 @@ pub fn continue_trace<'h>(span: &tracing::Span, header: impl Fn(&str) -> Option<
         carrier.insert("tracestate".to_owned(), state.to_owned());
     }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    let remote = parent.span().span_context().clone();
+    let remote = Ids::of(parent.span().span_context());
     let joined = with_ids(span, |ids| {
-        if remote.is_valid() {
-            ids.trace = remote.trace_id();
-            ids.flags = remote.trace_flags();
+        if let Some(remote) = remote {
+            ids.trace = remote.trace;
+            ids.flags = remote.flags;
         }
     });
     if joined.is_none() {
@@ -584,13 +582,7 @@ pub fn continue_trace<'h>(span: &tracing::Span, header: impl Fn(&str) -> Option<
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let ids = with_ids(span, |ids| *ids).or_else(|| {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let context = span.context();
-        let sc = context.span().span_context().clone();
-        sc.is_valid().then(|| Ids {
-            trace: sc.trace_id(),
-            span: sc.span_id(),
-            flags: sc.trace_flags(),
-        })
+        Ids::of(span.context().span().span_context())
     })?;
     Some(format!(
         "00-{}-{}-{:02x}",
@@ -606,6 +598,22 @@ struct Ids {
     trace: TraceId,
     span: SpanId,
     flags: TraceFlags,
+}
+
+impl Ids {
+    /// The ids of an OpenTelemetry span context, when it is valid.
+    fn of(sc: &SpanContext) -> Option<Self> {
+        sc.is_valid().then(|| Self {
+            trace: sc.trace_id(),
+            span: sc.span_id(),
+            flags: sc.trace_flags(),
+        })
+    }
+}
+
+/// ractor's lifelong actor spans: traced by neither layer.
+fn actor_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("ractor")
 }
 
 /// Gives every span its W3C ids and nothing else: the trace id of the nearest enclosing
@@ -624,7 +632,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        if attrs.metadata().target().starts_with("ractor") {
+        if actor_span(attrs.metadata()) {
             return;
         }
         let Some(span) = ctx.span(id) else {

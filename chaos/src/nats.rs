@@ -342,12 +342,7 @@ async fn coherence(client: reqwest::Client, f: Arc<Figures>, prefix: String) {
         else {
             continue;
         };
-        let Some(version) = r
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|v| v["version"].as_i64())
-        else {
+        let Some(version) = version_of(r).await else {
             continue;
         };
         let (client, f) = (client.clone(), Arc::clone(&f));
@@ -359,12 +354,7 @@ async fn coherence(client: reqwest::Client, f: Arc<Figures>, prefix: String) {
                     .send()
                     .await;
                 let Ok(r) = r else { continue };
-                let Some(seen) = r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["version"].as_i64())
-                else {
+                let Some(seen) = version_of(r).await else {
                     continue;
                 };
                 f.coherence_reads.fetch_add(1, Ordering::Relaxed);
@@ -381,4 +371,9 @@ async fn coherence(client: reqwest::Client, f: Arc<Figures>, prefix: String) {
     for c in checks {
         let _ = c.await;
     }
+}
+
+/// The `version` of the todo in a response's body.
+async fn version_of(r: reqwest::Response) -> Option<i64> {
+    r.json::<Value>().await.ok()?["version"].as_i64()
 }

@@ -783,17 +783,7 @@ async fn every_log_line_is_unique_keyed_json_that_fits_the_schema_and_the_index_
 
     // Traffic of every kind: writes, reads, errors, a NATS request, an actor killed.
     let (trace, _, traceparent) = caller_context();
-    let created: Value = http
-        .post(api("/api/todos"))
-        .header("traceparent", &traceparent)
-        .header("x-request-id", "log-schema-create")
-        .json(&json!({ "title": "logged" }))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
+    let created = traced_create(&p, &traceparent, "log-schema-create", "logged").await;
     let path = format!("/api/todos/{}", created["id"].as_str().expect("id"));
     for r in [
         http.get(api(&path)).send().await,
@@ -937,6 +927,26 @@ async fn nats_responding(url: &str, prefix: &str) -> async_nats::Client {
     client
 }
 
+/// Creates a todo titled `title` over HTTP, carrying `traceparent` and `x-request-id`.
+async fn traced_create(
+    p: &ServiceProcess,
+    traceparent: &str,
+    request_id: &str,
+    title: &str,
+) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/api/todos", p.address))
+        .header("traceparent", traceparent)
+        .header("x-request-id", request_id)
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// The access line of the request with `x-request-id: id`, once it is written.
 async fn access_line(p: &ServiceProcess, id: &str) -> Value {
     let needle = format!("\"request_id\":\"{id}\"");
@@ -976,17 +986,7 @@ async fn without_an_exporter_the_callers_trace_still_reaches_logs_replies_and_ev
 
     // Act 1: an HTTP create that carries the caller's trace.
     let (trace, parent, traceparent) = caller_context();
-    let created: Value = http
-        .post(format!("{}/api/todos", p.address))
-        .header("traceparent", &traceparent)
-        .header("x-request-id", "ids-create")
-        .json(&json!({ "title": "traced, not exported" }))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
+    let created = traced_create(&p, &traceparent, "ids-create", "traced, not exported").await;
 
     // Assert: its access line is in the caller's trace, with a span id of its own.
     let line = access_line(&p, "ids-create").await;
